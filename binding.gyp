@@ -1,0 +1,41 @@
+{
+  # The Node-API addon: native/addon/*.c (the JS binding) compiled with every
+  # engine source in native/src. Kernels pick their SIMD path at run time, so
+  # no -march=native here: the .node must run on any x86-64/arm64 machine.
+  "variables": {
+    # 1 later builds the CUDA backend (not wired yet).
+    "strata_cuda%": 0
+  },
+  "targets": [
+    {
+      "target_name": "strata",
+      "sources": [
+        "<!@(node -p \"require('fs').readdirSync('native/addon').filter(f=>f.endsWith('.c')).sort().map(f=>'native/addon/'+f).join(' ')\")",
+        "<!@(node -p \"require('fs').readdirSync('native/src').filter(f=>f.endsWith('.c')).sort().map(f=>'native/src/'+f).join(' ')\")"
+      ],
+      "include_dirs": ["native/include", "native/src"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags": ["-O2", "-pthread", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_c": ["-std=c11"],
+      "ldflags": ["-pthread"],
+      "libraries": ["-lm", "-pthread"],
+      "configurations": {
+        "Release": {
+          "cflags!": ["-O3"],
+          "cflags": ["-O2"]
+        }
+      },
+      "conditions": [
+        ["strata_cuda==1", {
+          "defines": ["STRATA_CUDA=1"]
+        }],
+        ["OS=='mac'", {
+          "xcode_settings": {
+            "GCC_C_LANGUAGE_STANDARD": "c11",
+            "OTHER_CFLAGS": ["-O2", "-pthread", "-fPIC"]
+          }
+        }]
+      ]
+    }
+  ]
+}

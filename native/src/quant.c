@@ -1,0 +1,1167 @@
+/* Tensor types: the type table, scalar dequantization, ggml's reference
+ * quantizers and the plain-C dot products that every SIMD kernel is tested
+ * against, plus run-time kernel selection.
+ *
+ * Everything here is bit-exact with ggml (ggml-quants.c, ggml-cpu/quants.c).
+ * That needs unfused float arithmetic: clang contracts a*b+c into an FMA by
+ * default, GCC does in GNU modes, so contraction is switched off for this file.
+ */
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "quant.h"
+
+#include "common.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+/* ------------------------------------------------------------ type table -- */
+
+typedef struct {
+    const char *name;
+    int64_t block_elems; /* elements per block */
+    size_t block_bytes;  /* bytes per block */
+    bool supported;      /* can be a weight we dequantize and dot */
+} type_info;
+
+static const type_info type_table[ST_TYPE_COUNT] = {
+    [ST_F32] = {"f32", 1, 4, true},
+    [ST_F16] = {"f16", 1, 2, true},
+    [ST_Q4_0] = {"q4_0", QK4_0, sizeof(block_q4_0), true},
+    [ST_Q4_1] = {"q4_1", 32, 20, false},
+    [ST_Q5_0] = {"q5_0", 32, 22, false},
+    [ST_Q5_1] = {"q5_1", 32, 24, false},
+    [ST_Q8_0] = {"q8_0", QK8_0, sizeof(block_q8_0), true},
+    [ST_Q8_1] = {"q8_1", 32, 36, false},
+    [ST_Q2_K] = {"q2_K", QK_K, 84, false},
+    [ST_Q3_K] = {"q3_K", QK_K, 110, false},
+    [ST_Q4_K] = {"q4_K", QK_K, sizeof(block_q4_K), true},
+    [ST_Q5_K] = {"q5_K", QK_K, sizeof(block_q5_K), true},
+    [ST_Q6_K] = {"q6_K", QK_K, sizeof(block_q6_K), true},
+    [ST_Q8_K] = {"q8_K", QK_K, sizeof(block_q8_K), false}, /* activations only */
+    [ST_BF16] = {"bf16", 1, 2, true},
+};
+
+static const type_info *info(st_type t)
+{
+    if ((unsigned)t >= ST_TYPE_COUNT || type_table[t].name == NULL) {
+        return NULL;
+    }
+    return &type_table[t];
+}
+
+int64_t st_type_block_elems(st_type t)
+{
+    const type_info *ti = info(t);
+    return ti != NULL ? ti->block_elems : 0;
+}
+
+size_t st_type_block_bytes(st_type t)
+{
+    const type_info *ti = info(t);
+    return ti != NULL ? ti->block_bytes : 0;
+}
+
+const char *st_type_name(st_type t)
+{
+    const type_info *ti = info(t);
+    return ti != NULL ? ti->name : "unknown";
+}
+
+bool st_type_supported(st_type t)
+{
+    const type_info *ti = info(t);
+    return ti != NULL && ti->supported;
+}
+
+size_t st_row_bytes(st_type t, int64_t n)
+{
+    const type_info *ti = info(t);
+    if (ti == NULL || n < 0) {
+        return 0;
+    }
+    return (size_t)(n / ti->block_elems) * ti->block_bytes;
+}
+
+st_type st_vec_dot_type(st_type t)
+{
+    switch (t) {
+    case ST_Q4_0:
+    case ST_Q8_0:
+        return ST_Q8_0;
+    case ST_Q4_K:
+    case ST_Q5_K:
+    case ST_Q6_K:
+        return ST_Q8_K;
+    default:
+        return t; /* F32, F16, BF16 */
+    }
+}
+
+/* ------------------------------------------------------- dequantization -- */
+
+static inline float h2f(st_half h)
+{
+    return st_fp16_to_fp32(h);
+}
+
+static void dequant_q4_0(const block_q4_0 *x, float *y, int64_t k)
+{
+    const int64_t nb = k / QK4_0;
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = h2f(x[i].d);
+        for (int j = 0; j < QK4_0 / 2; ++j) {
+            const int x0 = (x[i].qs[j] & 0x0F) - 8;
+            const int x1 = (x[i].qs[j] >> 4) - 8;
+            y[i * QK4_0 + j] = x0 * d;
+            y[i * QK4_0 + j + QK4_0 / 2] = x1 * d;
+        }
+    }
+}
+
+static void dequant_q8_0(const block_q8_0 *x, float *y, int64_t k)
+{
+    const int64_t nb = k / QK8_0;
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = h2f(x[i].d);
+        for (int j = 0; j < QK8_0; ++j) {
+            y[i * QK8_0 + j] = x[i].qs[j] * d;
+        }
+    }
+}
+
+/* The 12 scale bytes hold 8 six-bit scales and 8 six-bit mins. */
+static inline void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+    }
+}
+
+static void dequant_q4_K(const block_q4_K *x, float *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *q = x[i].qs;
+        const float d = h2f(x[i].d);
+        const float min = h2f(x[i].dmin);
+        int is = 0;
+        uint8_t sc, m;
+        for (int j = 0; j < QK_K; j += 64) {
+            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            const float d1 = d * sc;
+            const float m1 = min * m;
+            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            const float d2 = d * sc;
+            const float m2 = min * m;
+            for (int l = 0; l < 32; ++l) {
+                *y++ = d1 * (q[l] & 0xF) - m1;
+            }
+            for (int l = 0; l < 32; ++l) {
+                *y++ = d2 * (q[l] >> 4) - m2;
+            }
+            q += 32;
+            is += 2;
+        }
+    }
+}
+
+static void dequant_q5_K(const block_q5_K *x, float *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *ql = x[i].qs;
+        const uint8_t *qh = x[i].qh;
+        const float d = h2f(x[i].d);
+        const float min = h2f(x[i].dmin);
+        int is = 0;
+        uint8_t sc, m;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0; j < QK_K; j += 64) {
+            get_scale_min_k4(is + 0, x[i].scales, &sc, &m);
+            const float d1 = d * sc;
+            const float m1 = min * m;
+            get_scale_min_k4(is + 1, x[i].scales, &sc, &m);
+            const float d2 = d * sc;
+            const float m2 = min * m;
+            for (int l = 0; l < 32; ++l) {
+                *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            }
+            for (int l = 0; l < 32; ++l) {
+                *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            }
+            ql += 32;
+            is += 2;
+            u1 <<= 2;
+            u2 <<= 2;
+        }
+    }
+}
+
+static void dequant_q6_K(const block_q6_K *x, float *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = h2f(x[i].d);
+        const uint8_t *ql = x[i].ql;
+        const uint8_t *qh = x[i].qh;
+        const int8_t *sc = x[i].scales;
+        for (int n = 0; n < QK_K; n += 128) {
+            for (int l = 0; l < 32; ++l) {
+                const int is = l / 16;
+                const int8_t q1 = (int8_t)((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int8_t q2 = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int8_t q3 = (int8_t)((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int8_t q4 = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l + 0] = d * sc[is + 0] * q1;
+                y[l + 32] = d * sc[is + 2] * q2;
+                y[l + 64] = d * sc[is + 4] * q3;
+                y[l + 96] = d * sc[is + 6] * q4;
+            }
+            y += 128;
+            ql += 64;
+            qh += 32;
+            sc += 8;
+        }
+    }
+}
+
+static void dequant_q8_K(const block_q8_K *x, float *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        for (int j = 0; j < QK_K; ++j) {
+            *y++ = x[i].d * x[i].qs[j];
+        }
+    }
+}
+
+void st_dequant_row(st_type t, const void *src, float *dst, int64_t n)
+{
+    switch (t) {
+    case ST_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case ST_F16:
+        st_fp16_to_fp32_row(src, dst, n);
+        break;
+    case ST_BF16: {
+        const uint16_t *s = src;
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = st_bf16_to_fp32(s[i]);
+        }
+        break;
+    }
+    case ST_Q4_0:
+        dequant_q4_0(src, dst, n);
+        break;
+    case ST_Q8_0:
+        dequant_q8_0(src, dst, n);
+        break;
+    case ST_Q4_K:
+        dequant_q4_K(src, dst, n);
+        break;
+    case ST_Q5_K:
+        dequant_q5_K(src, dst, n);
+        break;
+    case ST_Q6_K:
+        dequant_q6_K(src, dst, n);
+        break;
+    case ST_Q8_K:
+        dequant_q8_K(src, dst, n);
+        break;
+    default:
+        memset(dst, 0, (size_t)n * sizeof(float));
+        break;
+    }
+}
+
+/* --------------------------------------------------------- quantization -- */
+
+#define GROUP_MAX_EPS 1e-15f
+
+/* Round half to even for |fval| <= 2^22, as ggml's nearest_int. */
+static inline int nearest_int(float fval)
+{
+    float val = fval + 12582912.f;
+    int i;
+    memcpy(&i, &val, sizeof(int));
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static void quantize_q4_0_ref(const float *x, block_q4_0 *y, int64_t k)
+{
+    const int qk = QK4_0;
+    const int64_t nb = k / qk;
+    for (int64_t i = 0; i < nb; i++) {
+        float amax = 0.0f;
+        float max = 0.0f;
+        for (int j = 0; j < qk; j++) {
+            const float v = x[i * qk + j];
+            if (amax < fabsf(v)) {
+                amax = fabsf(v);
+                max = v;
+            }
+        }
+        const float d = max / -8;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = st_fp32_to_fp16(d);
+        for (int j = 0; j < qk / 2; ++j) {
+            const float x0 = x[i * qk + 0 + j] * id;
+            const float x1 = x[i * qk + qk / 2 + j] * id;
+            const uint8_t xi0 = (uint8_t)ST_MIN(15, (int8_t)(x0 + 8.5f));
+            const uint8_t xi1 = (uint8_t)ST_MIN(15, (int8_t)(x1 + 8.5f));
+            y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
+        }
+    }
+}
+
+static void quantize_q8_0_ref(const float *x, block_q8_0 *y, int64_t k)
+{
+    const int64_t nb = k / QK8_0;
+    for (int64_t i = 0; i < nb; i++) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) {
+            const float v = x[i * QK8_0 + j];
+            amax = ST_MAX(amax, fabsf(v));
+        }
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = st_fp32_to_fp16(d);
+        for (int j = 0; j < QK8_0; ++j) {
+            const float x0 = x[i * QK8_0 + j] * id;
+            y[i].qs[j] = (int8_t)roundf(x0);
+        }
+    }
+}
+
+void st_quantize_row_q8_0_x86(const float *x, block_q8_0 *y, int64_t k)
+{
+    const int64_t nb = k / QK8_0;
+    for (int64_t i = 0; i < nb; i++) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) {
+            amax = ST_MAX(amax, fabsf(x[i * QK8_0 + j]));
+        }
+        const float d = amax / 127.f;
+        y[i].d = st_fp32_to_fp16(d);
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        for (int j = 0; j < QK8_0; ++j) {
+            y[i].qs[j] = (int8_t)nearest_int(x[i * QK8_0 + j] * id);
+        }
+    }
+}
+
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw)
+{
+    float max = 0;
+    float amax = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        for (int i = 0; i < n; ++i) {
+            L[i] = 0;
+        }
+        return 0.f;
+    }
+    float iscale = -nmax / max;
+    if (rmse_type == 0) {
+        for (int i = 0; i < n; ++i) {
+            int l = nearest_int(iscale * x[i]);
+            L[i] = (int8_t)(nmax + ST_MAX(-nmax, ST_MIN(nmax - 1, l)));
+        }
+        return 1 / iscale;
+    }
+    bool return_early = false;
+    if (rmse_type < 0) {
+        rmse_type = -rmse_type;
+        return_early = true;
+    }
+    float sumlx = 0;
+    float suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = nearest_int(iscale * x[i]);
+        l = ST_MAX(-nmax, ST_MIN(nmax - 1, l));
+        L[i] = (int8_t)(l + nmax);
+        float w = qw ? qw[i] : rmse_type == 1 ? x[i] * x[i] : rmse_type == 2 ? 1 : rmse_type == 3 ? fabsf(x[i]) : sqrtf(fabsf(x[i]));
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f;
+    if (return_early) {
+        return suml2 > 0 ? 0.5f * (scale + 1 / iscale) : 1 / iscale;
+    }
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) {
+            continue;
+        }
+        iscale = -(nmax + 0.1f * is) / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = nearest_int(iscale * x[i]);
+            l = ST_MAX(-nmax, ST_MIN(nmax - 1, l));
+            float w = qw ? qw[i] : rmse_type == 1 ? x[i] * x[i] : rmse_type == 2 ? 1 : rmse_type == 3 ? fabsf(x[i]) : sqrtf(fabsf(x[i]));
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; ++i) {
+                int l = nearest_int(iscale * x[i]);
+                L[i] = (int8_t)(nmax + ST_MAX(-nmax, ST_MIN(nmax - 1, l)));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+static float make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                              uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad)
+{
+    float min = x[0];
+    float max = x[0];
+    float sum_w = weights[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        if (x[i] < min) {
+            min = x[i];
+        }
+        if (x[i] > max) {
+            max = x[i];
+        }
+        float w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if (min > 0) {
+        min = 0;
+    }
+    if (max == min) {
+        for (int i = 0; i < n; ++i) {
+            L[i] = 0;
+        }
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = nmax / (max - min);
+    float scale = 1 / iscale;
+    float best_error = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)ST_MAX(0, ST_MIN(nmax, l));
+        float diff = scale * L[i] + min - x[i];
+        diff = use_mad ? fabsf(diff) : diff * diff;
+        float w = weights[i];
+        best_error += w * diff;
+    }
+    if (nstep < 1) {
+        *the_min = -min;
+        return scale;
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = nearest_int(iscale * (x[i] - min));
+            l = ST_MAX(0, ST_MIN(nmax, l));
+            Laux[i] = (uint8_t)l;
+            float w = weights[i];
+            sum_l += w * l;
+            sum_l2 += w * l * l;
+            sum_xl += w * l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float cur_error = 0;
+            for (int i = 0; i < n; ++i) {
+                float diff = this_scale * Laux[i] + this_min - x[i];
+                diff = use_mad ? fabsf(diff) : diff * diff;
+                float w = weights[i];
+                cur_error += w * diff;
+            }
+            if (cur_error < best_error) {
+                for (int i = 0; i < n; ++i) {
+                    L[i] = Laux[i];
+                }
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* Shared by Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins. */
+static void quantize_kx_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *L, uint8_t *scales_out,
+                               st_half *d_out, st_half *dmin_out)
+{
+    uint8_t Laux[32];
+    float weights[32];
+    float mins[QK_K / 32];
+    float scales[QK_K / 32];
+    float max_scale = 0;
+    float max_min = 0;
+    for (int j = 0; j < QK_K / 32; ++j) {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; ++l) {
+            sum_x2 += x[32 * j + l] * x[32 * j + l];
+        }
+        float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; ++l) {
+            weights[l] = av_x + fabsf(x[32 * j + l]);
+        }
+        scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false);
+        float scale = scales[j];
+        if (scale > max_scale) {
+            max_scale = scale;
+        }
+        float min = mins[j];
+        if (min > max_min) {
+            max_min = min;
+        }
+    }
+    float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    memset(scales_out, 0, K_SCALE_SIZE);
+    for (int j = 0; j < QK_K / 32; ++j) {
+        uint8_t ls = (uint8_t)nearest_int(inv_scale * scales[j]);
+        uint8_t lm = (uint8_t)nearest_int(inv_min * mins[j]);
+        ls = ST_MIN(63, ls);
+        lm = ST_MIN(63, lm);
+        if (j < 4) {
+            scales_out[j] = ls;
+            scales_out[j + 4] = lm;
+        } else {
+            scales_out[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+            scales_out[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            scales_out[j - 0] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    *d_out = st_fp32_to_fp16(max_scale / 63.f);
+    *dmin_out = st_fp32_to_fp16(max_min / 63.f);
+    uint8_t sc, m;
+    for (int j = 0; j < QK_K / 32; ++j) {
+        get_scale_min_k4(j, scales_out, &sc, &m);
+        const float d = h2f(*d_out) * sc;
+        if (!d) {
+            continue;
+        }
+        const float dm = h2f(*dmin_out) * m;
+        for (int ii = 0; ii < 32; ++ii) {
+            int l = nearest_int((x[32 * j + ii] + dm) / d);
+            l = ST_MAX(0, ST_MIN(nmax, l));
+            L[32 * j + ii] = (uint8_t)l;
+        }
+    }
+}
+
+static void quantize_q4_K_ref(const float *x, block_q4_K *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < nb; i++) {
+        quantize_kx_scales(x, 15, -1.f, 20, L, y[i].scales, &y[i].d, &y[i].dmin);
+        uint8_t *q = y[i].qs;
+        for (int j = 0; j < QK_K; j += 64) {
+            for (int l = 0; l < 32; ++l) {
+                q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+            }
+            q += 32;
+        }
+        x += QK_K;
+    }
+}
+
+static void quantize_q5_K_ref(const float *x, block_q5_K *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < nb; i++) {
+        quantize_kx_scales(x, 31, -0.5f, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
+        uint8_t *qh = y[i].qh;
+        uint8_t *ql = y[i].qs;
+        memset(qh, 0, QK_K / 8);
+        uint8_t m1 = 1, m2 = 2;
+        for (int n = 0; n < QK_K; n += 64) {
+            for (int j = 0; j < 32; ++j) {
+                int l1 = L[n + j];
+                if (l1 > 15) {
+                    l1 -= 16;
+                    qh[j] |= m1;
+                }
+                int l2 = L[n + j + 32];
+                if (l2 > 15) {
+                    l2 -= 16;
+                    qh[j] |= m2;
+                }
+                ql[j] = (uint8_t)(l1 | (l2 << 4));
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+            ql += 32;
+        }
+        x += QK_K;
+    }
+}
+
+static void quantize_q6_K_ref(const float *x, block_q6_K *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    int8_t L[QK_K];
+    float scales[QK_K / 16];
+    for (int64_t i = 0; i < nb; i++) {
+        float max_scale = 0;
+        float max_abs_scale = 0;
+        for (int ib = 0; ib < QK_K / 16; ++ib) {
+            const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, NULL);
+            scales[ib] = scale;
+            const float abs_scale = fabsf(scale);
+            if (abs_scale > max_abs_scale) {
+                max_abs_scale = abs_scale;
+                max_scale = scale;
+            }
+        }
+        if (max_abs_scale < GROUP_MAX_EPS) {
+            memset(&y[i], 0, sizeof(block_q6_K));
+            y[i].d = st_fp32_to_fp16(0.f);
+            x += QK_K;
+            continue;
+        }
+        float iscale = -128.f / max_scale;
+        y[i].d = st_fp32_to_fp16(1 / iscale);
+        for (int ib = 0; ib < QK_K / 16; ++ib) {
+            y[i].scales[ib] = (int8_t)ST_MIN(127, nearest_int(iscale * scales[ib]));
+        }
+        for (int j = 0; j < QK_K / 16; ++j) {
+            float d = h2f(y[i].d) * y[i].scales[j];
+            if (!d) {
+                continue;
+            }
+            for (int ii = 0; ii < 16; ++ii) {
+                int l = nearest_int(x[16 * j + ii] / d);
+                l = ST_MAX(-32, ST_MIN(31, l));
+                L[16 * j + ii] = (int8_t)(l + 32);
+            }
+        }
+        uint8_t *ql = y[i].ql;
+        uint8_t *qh = y[i].qh;
+        for (int j = 0; j < QK_K; j += 128) {
+            for (int l = 0; l < 32; ++l) {
+                const uint8_t q1 = L[j + l + 0] & 0xF;
+                const uint8_t q2 = L[j + l + 32] & 0xF;
+                const uint8_t q3 = L[j + l + 64] & 0xF;
+                const uint8_t q4 = L[j + l + 96] & 0xF;
+                ql[l + 0] = (uint8_t)(q1 | (q3 << 4));
+                ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
+                qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                                  ((L[j + l + 96] >> 4) << 6));
+            }
+            ql += 64;
+            qh += 32;
+        }
+        x += QK_K;
+    }
+}
+
+static void quantize_q8_K_ref(const float *x, block_q8_K *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        float max = 0;
+        float amax = 0;
+        for (int j = 0; j < QK_K; ++j) {
+            float ax = fabsf(x[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = x[j];
+            }
+        }
+        if (!amax) {
+            y[i].d = 0;
+            memset(y[i].qs, 0, QK_K);
+            memset(y[i].bsums, 0, sizeof(y[i].bsums)); /* ggml leaves them stale */
+            x += QK_K;
+            continue;
+        }
+        const float iscale = -127.f / max;
+        for (int j = 0; j < QK_K; ++j) {
+            int v = nearest_int(iscale * x[j]);
+            y[i].qs[j] = (int8_t)ST_MIN(127, v);
+        }
+        for (int j = 0; j < QK_K / 16; ++j) {
+            int sum = 0;
+            for (int ii = 0; ii < 16; ++ii) {
+                sum += y[i].qs[j * 16 + ii];
+            }
+            y[i].bsums[j] = (int16_t)sum;
+        }
+        y[i].d = 1 / iscale;
+        x += QK_K;
+    }
+}
+
+bool st_quantize_row(st_type t, const float *src, void *dst, int64_t n)
+{
+    const int64_t be = st_type_block_elems(t);
+    if (be == 0 || n % be != 0) {
+        return false;
+    }
+    switch (t) {
+    case ST_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return true;
+    case ST_F16:
+        st_fp32_to_fp16_row(src, dst, n);
+        return true;
+    case ST_BF16:
+        st_fp32_to_bf16_row(src, dst, n);
+        return true;
+    case ST_Q4_0:
+        quantize_q4_0_ref(src, dst, n);
+        return true;
+    case ST_Q8_0:
+        quantize_q8_0_ref(src, dst, n);
+        return true;
+    case ST_Q4_K:
+        quantize_q4_K_ref(src, dst, n);
+        return true;
+    case ST_Q5_K:
+        quantize_q5_K_ref(src, dst, n);
+        return true;
+    case ST_Q6_K:
+        quantize_q6_K_ref(src, dst, n);
+        return true;
+    case ST_Q8_K:
+        quantize_q8_K_ref(src, dst, n);
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ------------------------------------------------------ row conversions -- */
+
+#if defined(__x86_64__)
+/* clang's __builtin_cpu_supports has no "f16c"; ask cpuid (leaf 1, ecx). */
+static bool cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) {
+        return false;
+    }
+    return (c & bit_F16C) != 0 && __builtin_cpu_supports("avx");
+}
+#endif
+
+void st_fp16_to_fp32_row(const st_half *src, float *dst, int64_t n)
+{
+#if defined(__x86_64__)
+    if (cpu_has_f16c()) {
+        st_fp16_to_fp32_row_f16c(src, dst, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = st_fp16_to_fp32(src[i]);
+    }
+}
+
+void st_fp32_to_fp16_row(const float *src, st_half *dst, int64_t n)
+{
+#if defined(__x86_64__)
+    if (cpu_has_f16c()) {
+        st_fp32_to_fp16_row_f16c(src, dst, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = st_fp32_to_fp16(src[i]);
+    }
+}
+
+void st_fp32_to_bf16_row(const float *src, uint16_t *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = st_fp32_to_bf16(src[i]);
+    }
+}
+
+/* ------------------------------------------------- reference dot products -- */
+/* Same arithmetic order as ggml's *_generic kernels. */
+
+static void dot_f32_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const float *w = vw;
+    const float *x = vx;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        sum += (double)(w[i] * x[i]);
+    }
+    *s = (float)sum;
+}
+
+static void dot_f16_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const st_half *w = vw;
+    const st_half *x = vx;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        sum += (double)(h2f(w[i]) * h2f(x[i]));
+    }
+    *s = (float)sum;
+}
+
+static void dot_bf16_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const uint16_t *w = vw;
+    const uint16_t *x = vx;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        sum += (double)(st_bf16_to_fp32(w[i]) * st_bf16_to_fp32(x[i]));
+    }
+    *s = (float)sum;
+}
+
+static void dot_q4_0_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const block_q4_0 *w = vw;
+    const block_q8_0 *x = vx;
+    const int nb = n / QK8_0;
+    float sumf = 0;
+    for (int ib = 0; ib < nb; ++ib) {
+        int sumi0 = 0;
+        int sumi1 = 0;
+        for (int j = 0; j < QK8_0 / 2; ++j) {
+            const int v0 = (w[ib].qs[j] & 0x0F) - 8;
+            const int v1 = (w[ib].qs[j] >> 4) - 8;
+            sumi0 += v0 * x[ib].qs[j];
+            sumi1 += v1 * x[ib].qs[j + QK8_0 / 2];
+        }
+        int sumi = sumi0 + sumi1;
+        sumf += sumi * h2f(w[ib].d) * h2f(x[ib].d);
+    }
+    *s = sumf;
+}
+
+static void dot_q8_0_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const block_q8_0 *w = vw;
+    const block_q8_0 *x = vx;
+    const int nb = n / QK8_0;
+    float sumf = 0;
+    for (int ib = 0; ib < nb; ++ib) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; j++) {
+            sumi += w[ib].qs[j] * x[ib].qs[j];
+        }
+        sumf += sumi * (h2f(w[ib].d) * h2f(x[ib].d));
+    }
+    *s = sumf;
+}
+
+/* The K-quant references share one shape: unpack the weights of a super-block
+ * into int8, then accumulate scale * q * x in 8 int32 lanes as ggml does. */
+static void dot_kquant_accumulate(const int8_t *aux8, const int8_t *q8, const int32_t *scales, int group,
+                                  int32_t aux32[8])
+{
+    int16_t aux16[8];
+    for (int j = 0; j < QK_K / group; ++j) {
+        const int32_t scale = scales[j];
+        for (int k = 0; k < group / 8; ++k) {
+            for (int l = 0; l < 8; ++l) {
+                aux16[l] = (int16_t)(q8[l] * aux8[l]);
+            }
+            for (int l = 0; l < 8; ++l) {
+                aux32[l] += scale * aux16[l];
+            }
+            q8 += 8;
+            aux8 += 8;
+        }
+    }
+}
+
+static void unpack_k4_scales(const uint8_t *packed, int32_t scales[8], int32_t mins[8])
+{
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        get_scale_min_k4(j, packed, &sc, &m);
+        scales[j] = sc;
+        mins[j] = m;
+    }
+}
+
+static void dot_q4_K_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const block_q4_K *w = vw;
+    const block_q8_K *x = vx;
+    const int nb = n / QK_K;
+    int8_t aux8[QK_K];
+    float sums[8] = {0};
+    float sumf = 0;
+    for (int i = 0; i < nb; ++i) {
+        const uint8_t *q4 = w[i].qs;
+        int8_t *a = aux8;
+        for (int j = 0; j < QK_K / 64; ++j) {
+            for (int l = 0; l < 32; ++l) {
+                a[l] = (int8_t)(q4[l] & 0xF);
+            }
+            a += 32;
+            for (int l = 0; l < 32; ++l) {
+                a[l] = (int8_t)(q4[l] >> 4);
+            }
+            a += 32;
+            q4 += 32;
+        }
+        int32_t scales[8], mins[8];
+        unpack_k4_scales(w[i].scales, scales, mins);
+        int sumi = 0;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            sumi += x[i].bsums[j] * mins[j / 2];
+        }
+        int32_t aux32[8] = {0};
+        dot_kquant_accumulate(aux8, x[i].qs, scales, 32, aux32);
+        const float d = h2f(w[i].d) * x[i].d;
+        for (int l = 0; l < 8; ++l) {
+            sums[l] += d * aux32[l];
+        }
+        const float dmin = h2f(w[i].dmin) * x[i].d;
+        sumf -= dmin * sumi;
+    }
+    for (int l = 0; l < 8; ++l) {
+        sumf += sums[l];
+    }
+    *s = sumf;
+}
+
+static void dot_q5_K_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const block_q5_K *w = vw;
+    const block_q8_K *x = vx;
+    const int nb = n / QK_K;
+    int8_t aux8[QK_K];
+    float sums[8] = {0};
+    float sumf = 0;
+    for (int i = 0; i < nb; ++i) {
+        const uint8_t *q4 = w[i].qs;
+        const uint8_t *hm = w[i].qh;
+        int8_t *a = aux8;
+        uint8_t m = 1;
+        for (int j = 0; j < QK_K / 64; ++j) {
+            for (int l = 0; l < 32; ++l) {
+                a[l] = (int8_t)((q4[l] & 0xF) + (hm[l] & m ? 16 : 0));
+            }
+            a += 32;
+            m <<= 1;
+            for (int l = 0; l < 32; ++l) {
+                a[l] = (int8_t)((q4[l] >> 4) + (hm[l] & m ? 16 : 0));
+            }
+            a += 32;
+            m <<= 1;
+            q4 += 32;
+        }
+        int32_t scales[8], mins[8];
+        unpack_k4_scales(w[i].scales, scales, mins);
+        int sumi = 0;
+        for (int j = 0; j < QK_K / 16; ++j) {
+            sumi += x[i].bsums[j] * mins[j / 2];
+        }
+        int32_t aux32[8] = {0};
+        dot_kquant_accumulate(aux8, x[i].qs, scales, 32, aux32);
+        const float d = h2f(w[i].d) * x[i].d;
+        for (int l = 0; l < 8; ++l) {
+            sums[l] += d * aux32[l];
+        }
+        const float dmin = h2f(w[i].dmin) * x[i].d;
+        sumf -= dmin * sumi;
+    }
+    for (int l = 0; l < 8; ++l) {
+        sumf += sums[l];
+    }
+    *s = sumf;
+}
+
+static void dot_q6_K_ref(int n, float *s, const void *vw, const void *vx)
+{
+    const block_q6_K *w = vw;
+    const block_q8_K *x = vx;
+    const int nb = n / QK_K;
+    int8_t aux8[QK_K];
+    float sums[8] = {0};
+    float sumf = 0;
+    for (int i = 0; i < nb; ++i) {
+        const uint8_t *q4 = w[i].ql;
+        const uint8_t *qh = w[i].qh;
+        int8_t *a = aux8;
+        for (int j = 0; j < QK_K; j += 128) {
+            for (int l = 0; l < 32; ++l) {
+                a[l + 0] = (int8_t)((q4[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                a[l + 32] = (int8_t)((q4[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                a[l + 64] = (int8_t)((q4[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                a[l + 96] = (int8_t)((q4[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            }
+            a += 128;
+            q4 += 64;
+            qh += 32;
+        }
+        int32_t scales[16];
+        for (int j = 0; j < 16; j++) {
+            scales[j] = w[i].scales[j];
+        }
+        int32_t aux32[8] = {0};
+        dot_kquant_accumulate(aux8, x[i].qs, scales, 16, aux32);
+        const float d = h2f(w[i].d) * x[i].d;
+        for (int l = 0; l < 8; ++l) {
+            sums[l] += d * aux32[l];
+        }
+    }
+    for (int l = 0; l < 8; ++l) {
+        sumf += sums[l];
+    }
+    *s = sumf;
+}
+
+st_vec_dot_fn st_vec_dot_ref(st_type t)
+{
+    switch (t) {
+    case ST_F32:
+        return dot_f32_ref;
+    case ST_F16:
+        return dot_f16_ref;
+    case ST_BF16:
+        return dot_bf16_ref;
+    case ST_Q4_0:
+        return dot_q4_0_ref;
+    case ST_Q8_0:
+        return dot_q8_0_ref;
+    case ST_Q4_K:
+        return dot_q4_K_ref;
+    case ST_Q5_K:
+        return dot_q5_K_ref;
+    case ST_Q6_K:
+        return dot_q6_K_ref;
+    default:
+        return NULL;
+    }
+}
+
+/* ------------------------------------------------------------- dispatch -- */
+
+int st_simd_level(void)
+{
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
+        return 2;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+const char *st_simd_name(int level)
+{
+    switch (level) {
+    case 2:
+        return "avx512";
+    case 1:
+        return "avx2";
+    case 0:
+        return "scalar";
+    default:
+        return "unknown";
+    }
+}
+
+bool st_cpu_has_avx512bf16(void)
+{
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+st_vec_dot_fn st_vec_dot_get(st_type t, int simd_level)
+{
+    const int best = st_simd_level();
+    int level = simd_level < 0 || simd_level > best ? best : simd_level;
+#if defined(__x86_64__)
+    if (level == 2) {
+        switch (t) {
+        case ST_F32:
+            return st_vec_dot_f32_avx512;
+        case ST_F16:
+            return st_vec_dot_f16_avx512;
+        case ST_BF16:
+            return st_cpu_has_avx512bf16() ? st_vec_dot_bf16_avx512bf16 : st_vec_dot_bf16_avx512;
+        case ST_Q4_0:
+            return st_vec_dot_q4_0_avx512;
+        case ST_Q8_0:
+            return st_vec_dot_q8_0_avx512;
+        case ST_Q4_K:
+            return st_vec_dot_q4_K_avx512;
+        case ST_Q5_K:
+            return st_vec_dot_q5_K_avx512;
+        case ST_Q6_K:
+            return st_vec_dot_q6_K_avx512;
+        default:
+            return NULL;
+        }
+    }
+    if (level == 1) {
+        switch (t) {
+        case ST_F32:
+            return st_vec_dot_f32_avx2;
+        case ST_F16:
+            return st_vec_dot_f16_avx2;
+        case ST_BF16:
+            return st_vec_dot_bf16_avx2;
+        case ST_Q4_0:
+            return st_vec_dot_q4_0_avx2;
+        case ST_Q8_0:
+            return st_vec_dot_q8_0_avx2;
+        case ST_Q4_K:
+            return st_vec_dot_q4_K_avx2;
+        case ST_Q5_K:
+            return st_vec_dot_q5_K_avx2;
+        case ST_Q6_K:
+            return st_vec_dot_q6_K_avx2;
+        default:
+            return NULL;
+        }
+    }
+#else
+    (void)level;
+#endif
+    return st_vec_dot_ref(t);
+}

@@ -1,0 +1,53 @@
+// Runs each C module test (native/tests/*_test.c) as a Tap subtest, then the
+// parser tests again under AddressSanitizer + UBSan, then a short libFuzzer
+// run of the GGUF reader.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const run = (cmd, args, opts = {}) =>
+  spawnSync(cmd, args, { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+
+function runTests(dir, label, only) {
+  const names = readdirSync(join(root, dir)).filter((n) => n.endsWith('_test') && (!only || only.includes(n)));
+  t.ok(names.length > 0, `${label}: found tests in ${dir}`);
+  for (const name of names) {
+    t.test(`${label} ${name}`, async (tt) => {
+      const r = run(join(root, dir, name), [], { timeout: 300_000 });
+      tt.equal(r.status, 0, `${name} exits 0`, { output: (r.stdout + r.stderr).slice(-4000) });
+    });
+  }
+}
+
+const build = run('make', ['-s', '-C', 'native', '-j2', 'all']);
+t.equal(build.status, 0, 'native build', { output: build.stderr.slice(-4000) });
+runTests('native/build/tests', 'native');
+
+const parserTests = ['gguf_test', 'gguf_write_test', 'tokenizer_test', 'unicode_test', 'json_constraint_test', 'chat_test'];
+t.test('ASan+UBSan parser tests', async (tt) => {
+  const b = run('make', ['-s', '-C', 'native', '-j2', 'asan-build']);
+  tt.equal(b.status, 0, 'asan build', { output: b.stderr.slice(-4000) });
+  const names = readdirSync(join(root, 'native/build-asan/tests')).filter((n) => parserTests.includes(n));
+  tt.ok(names.length >= 3, 'parser tests built under ASan');
+  for (const name of names) {
+    const r = run(join(root, 'native/build-asan/tests', name), [], {
+      timeout: 300_000,
+      env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'print_stacktrace=1' },
+    });
+    tt.equal(r.status, 0, `${name} clean under ASan/UBSan`, { output: (r.stdout + r.stderr).slice(-4000) });
+  }
+});
+
+t.test('libFuzzer: GGUF reader survives 20 s of mutated files', async (tt) => {
+  const b = run('make', ['-s', '-C', 'native', 'fuzz']);
+  tt.equal(b.status, 0, 'fuzz build', { output: b.stderr.slice(-4000) });
+  const corpus = join(root, 'native/build/fuzz/corpus');
+  mkdirSync(corpus, { recursive: true });
+  const seeds = join(root, 'native/fuzz/seeds');
+  const args = ['-max_total_time=20', '-max_len=65536', '-rss_limit_mb=1024', corpus];
+  if (existsSync(seeds)) args.push(seeds);
+  const r = run(join(root, 'native/build/fuzz/gguf_fuzz'), args, { timeout: 120_000 });
+  tt.equal(r.status, 0, 'no crash found', { output: r.stderr.slice(-4000) });
+});
