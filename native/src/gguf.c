@@ -54,7 +54,7 @@ static strata_err read_u64(cursor *c, uint64_t *v, const char *what)
 
 static strata_err read_str(cursor *c, gguf_str *s, const char *what)
 {
-    uint64_t len;
+    uint64_t len = 0;
     strata_err rc = read_u64(c, &len, what);
     if (rc != STRATA_OK) {
         return rc;
@@ -154,7 +154,7 @@ static strata_err parse_kv(cursor *c, gguf_kv *kv)
     if (rc != STRATA_OK) {
         return rc;
     }
-    uint32_t type;
+    uint32_t type = 0;
     rc = read_u32(c, &type, "metadata type");
     if (rc != STRATA_OK) {
         return rc;
@@ -176,12 +176,12 @@ static strata_err parse_kv(cursor *c, gguf_kv *kv)
         c->pos += n;
         return STRATA_OK;
     }
-    uint32_t etype;
+    uint32_t etype = 0;
     rc = read_u32(c, &etype, "array type");
     if (rc != STRATA_OK) {
         return rc;
     }
-    uint64_t n;
+    uint64_t n = 0;
     rc = read_u64(c, &n, "array length");
     if (rc != STRATA_OK) {
         return rc;
@@ -239,7 +239,7 @@ static strata_err parse_tensor_info(cursor *c, gguf_tensor *t)
         t->ne[i] = 1;
     }
     for (uint32_t i = 0; i < t->n_dims; i++) {
-        uint64_t d;
+        uint64_t d = 0;
         rc = read_u64(c, &d, "tensor shape");
         if (rc != STRATA_OK) {
             return rc;
@@ -251,7 +251,7 @@ static strata_err parse_tensor_info(cursor *c, gguf_tensor *t)
         t->ne[i] = (int64_t)d;
         nelem *= d;
     }
-    uint32_t type;
+    uint32_t type = 0;
     rc = read_u32(c, &type, "tensor type");
     if (rc != STRATA_OK) {
         return rc;
@@ -275,6 +275,43 @@ static strata_err parse_tensor_info(cursor *c, gguf_tensor *t)
     return STRATA_OK;
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+    const gguf_str *x = *(const gguf_str *const *)a;
+    const gguf_str *y = *(const gguf_str *const *)b;
+    int c = memcmp(x->ptr, y->ptr, ST_MIN(x->len, y->len));
+    if (c != 0) {
+        return c;
+    }
+    return x->len < y->len ? -1 : (x->len > y->len ? 1 : 0);
+}
+
+/* Names must be unique: sort pointers to them and compare neighbours. */
+static strata_err check_unique(const gguf_str *first, size_t stride, uint64_t n, const char *what, strata_error *err)
+{
+    if (n < 2) {
+        return STRATA_OK;
+    }
+    const gguf_str **sorted = st_malloc_array(n, sizeof(*sorted));
+    if (sorted == NULL) {
+        return st_error(err, STRATA_ERR_NOMEM, "out of memory");
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        sorted[i] = (const gguf_str *)((const uint8_t *)first + i * stride);
+    }
+    qsort(sorted, n, sizeof(*sorted), str_cmp);
+    strata_err rc = STRATA_OK;
+    for (uint64_t i = 1; i < n; i++) {
+        if (str_cmp(&sorted[i - 1], &sorted[i]) == 0) {
+            rc = st_error(err, STRATA_ERR_FORMAT, "GGUF file corrupt: duplicate %s '%.*s'", what,
+                          (int)ST_MIN(sorted[i]->len, 200), sorted[i]->ptr);
+            break;
+        }
+    }
+    free(sorted);
+    return rc;
+}
+
 static void free_kvs(gguf_file *f)
 {
     if (f->kv == NULL) {
@@ -292,7 +329,7 @@ static void free_kvs(gguf_file *f)
 static strata_err parse(gguf_file *f, strata_error *err)
 {
     cursor c = {.p = f->image, .size = f->size, .pos = 0, .err = err};
-    uint32_t magic;
+    uint32_t magic = 0;
     strata_err rc = read_u32(&c, &magic, "magic");
     if (rc != STRATA_OK) {
         return st_error(err, STRATA_ERR_FORMAT, "not a GGUF file: only %llu bytes", (unsigned long long)f->size);
@@ -335,6 +372,10 @@ static strata_err parse(gguf_file *f, strata_error *err)
             return rc;
         }
     }
+    rc = check_unique(&f->kv[0].key, sizeof(gguf_kv), f->n_kv, "metadata key", err);
+    if (rc != STRATA_OK) {
+        return rc;
+    }
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
     const gguf_kv *al = gguf_find_kv(f, "general.alignment");
     if (al != NULL) {
@@ -372,14 +413,8 @@ static strata_err parse(gguf_file *f, strata_error *err)
                             nl, t->name.ptr, (unsigned long long)t->nbytes, (unsigned long long)t->offset);
         }
         t->data = f->image + data + t->offset;
-        /* quadratic, but real models have at most a few thousand tensors */
-        for (uint64_t j = 0; j < i && f->n_tensors <= 16384; j++) {
-            if (f->tensors[j].name.len == t->name.len && memcmp(f->tensors[j].name.ptr, t->name.ptr, t->name.len) == 0) {
-                return st_error(err, STRATA_ERR_FORMAT, "duplicate tensor name '%.*s'", nl, t->name.ptr);
-            }
-        }
     }
-    return STRATA_OK;
+    return check_unique(&f->tensors[0].name, sizeof(gguf_tensor), f->n_tensors, "tensor name", err);
 }
 
 strata_err gguf_parse(const uint8_t *image, uint64_t size, gguf_file **out, strata_error *err)
