@@ -487,6 +487,23 @@ static void test_llama_bpe(void)
     st_tokenizer_free(t);
 }
 
+/* Phi-3 (when extracted): its special tokens swallow the whitespace after them */
+static void test_phi3(void)
+{
+    if (!file_exists(VOCAB_DIR "ggml-vocab-phi-3.gguf")) {
+        return;
+    }
+    st_tokenizer *t = load_tokenizer(VOCAB_DIR "ggml-vocab-phi-3.gguf", NULL);
+    CHECK(t != NULL);
+    if (t == NULL) {
+        return;
+    }
+    strata_token want[] = {32010, 15043, 32007};
+    CHECK(same_tokens(t, "<|user|>\nHello<|end|>\n", false, true, want, 3));
+    CHECK(st_token_is_eog(t, 32007) && st_token_is_eog(t, 32000));
+    st_tokenizer_free(t);
+}
+
 static void test_stories(void)
 {
     if (!file_exists(STORIES)) {
@@ -721,6 +738,7 @@ int main(void)
         test_llama_spm();
         test_qwen2();
         test_llama_bpe();
+        test_phi3();
     }
     test_stories();
     test_synthetic_spm();
