@@ -66,7 +66,8 @@ typedef struct strata_model_info {
     uint64_t file_bytes;
     char weight_type[16]; /* type of most weight bytes, e.g. "Q8_0" */
     char tokenizer[16];   /* "spm" or "bpe" */
-    char chat_template[16]; /* "chatml", "llama3", "llama2", "plain" */
+    char chat_template[16]; /* "chatml", "llama3", "llama2", "mistral", variants
+                               such as "mistral-v3", or "plain" */
     strata_token bos, eos, eot;
 } strata_model_info;
 
@@ -104,7 +105,8 @@ typedef struct strata_chat_message {
 } strata_chat_message;
 
 /* template: NULL or "" for the model's own, else "chatml", "llama3",
- * "llama2", "mistral", "plain". Output is malloc'd. */
+ * "llama2", "mistral" (and the variants st_chat_detect names), "plain".
+ * Output is malloc'd. */
 strata_err strata_chat_apply(const strata_model *model, const char *template_name,
                              const strata_chat_message *msgs, size_t n,
                              bool add_generation_prompt, char **out, strata_error *err);
