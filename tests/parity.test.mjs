@@ -14,7 +14,9 @@
 //    head_dim != dim/heads) with Qwen2's real 151936-token vocabulary, in F32,
 //    F16, Q8_0 and Q4_K, plus llama in BF16, Q4_0, Q5_K, Q6_K and the Q4_K_M
 //    mix. Shapes cover GQA, MQA, tied and untied output, rows that are not a
-//    multiple of 32 (F32/F16 only) and prompts of 1 to 131 tokens.
+//    multiple of 32 (F32/F16 only) and prompts of 1 to 131 tokens. Each model
+//    gets an exactness rate over 16 one-token prompts and bounds over three
+//    longer ones (see the tolerances below for why two checks).
 //
 // Set PARITY_VERBOSE=1 to print every comparison.
 import t from 'tap';
@@ -29,30 +31,39 @@ import { compareLogits, describe, randomTokens, topKProblems } from './helpers/c
 const VERBOSE = process.env.PARITY_VERBOSE === '1';
 const CONTEXT = 256;
 
-// Why each tolerance (max |p_strata - p_peer| over the vocabulary):
-// Both engines read the same stored weights, so weight quantization error
-// cancels; what is left is how activations are rounded before each dot
-// product and the order of float additions.
-// - F32: only summation order differs (llama.cpp's tiled SIMD sgemm vs
-//   Strata's kernels): relative logit error ~1e-6, far below 1e-4.
-// - F16 / BF16: activations are rounded to F16/BF16 on both sides (ggml's
-//   vec_dot_type); a last-bit difference upstream can flip one rounding, a
-//   ~1e-3 relative step on that element, diluted over the dot product.
-// - Q8_0 / Q4_0 / K-quants: activations are quantized to Q8_0 / Q8_K blocks
-//   (the same reference rounding on both sides); a flip moves one element by
-//   one int8 step (1/127 of its block's max). Measured, not guessed: see the
-//   summary comments this test prints, and tighten when they allow.
-const TOL = {
-  F32: 1e-4,
-  F16: 1e-3,
-  BF16: 1e-3,
-  Q8_0: 2e-3,
-  Q4_0: 2e-3,
-  Q4_K: 2e-3,
-  Q5_K: 2e-3,
-  Q6_K: 2e-3,
-  Q4_K_M: 2e-3,
-};
+// How close is close enough. Both engines read the same stored weights, so
+// weight quantization error cancels; what is left is the order of float
+// additions and how activations are rounded before each dot product (to
+// F16/BF16, or to Q8_0/Q8_K int8 blocks for quantized weights, with the
+// same reference rounding on both sides).
+//
+// Measured (Strata on AVX-512 vs node-llama-cpp 3.22.1's CPU build, F32 KV,
+// flash attention off; random models below, 2 threads):
+// - F32: every logit within 1.3e-5, every probability within 7e-7.
+// - Everything else is usually exact to ~5e-6 too, but now and then a value
+//   that lands on a rounding boundary (x * 127 / amax within ~1e-7 of .5)
+//   rounds one way here and the other way there, because the two sides
+//   added the same floats in a different order. That moves one element by a
+//   whole rounding step, and the logits by up to: F16 6e-3, BF16 2.5e-2,
+//   Q8_0/K-quants 0.1 (2 layers) to 0.5 (8-layer Q4_K_M). Strata's own scalar
+//   and AVX-512 kernels differ from each other in exactly the same way on the
+//   same prompts, so this is rounding, not a kernel bug.
+// So each format gets two checks:
+// 1. Exactness rate (sharp): of 16 one-token prompts, at least EXACT[type]
+//    must have their top-64 logits within 1e-4. A real bug (wrong scale,
+//    wrong RoPE, wrong norm) makes every prompt inexact. Measured rates over
+//    48-128 prompts: F32 100%, F16/BF16 77-94%, quantized 88% (Q4_K_M) to
+//    100%; the thresholds sit far enough below that 16 samples do not flake.
+// 2. Bounds (for 6- to 131-token prompts, whole vocabulary): max |dp| and
+//    max |dlogit| at about 2-3x the worst measured rounding flip, so a flip
+//    passes and anything bigger does not. The F32 models, with bounds 10x
+//    above their noise, are what pins down attention, RoPE and the KV cache
+//    over long prompts; the other formats add their kernels on top.
+const EXACT = { F32: 1.0, F16: 0.4, BF16: 0.4, quant: 0.5 };
+const PROB_TOL = { F32: 1e-4, F16: 1e-3, BF16: 1e-2, quant: 5e-2 };
+const LOGIT_TOL = { F32: 1e-4, F16: 2e-2, BF16: 0.1, quant: 1.0 };
+const EXACT_LOGIT = 1e-4;
+const tolKey = (type) => (type in PROB_TOL ? type : 'quant');
 
 const QWEN_VOCAB_TEXT_TOKENS = 151643; // ids below this are ordinary BPE tokens
 
@@ -97,18 +108,34 @@ function sequencesFor(spec, bos) {
   const hi = spec.vocab === 'qwen2' ? QWEN_VOCAB_TEXT_TOKENS : 512;
   const lo = spec.vocab === 'qwen2' ? 0 : 3; // skip <unk> <s> </s>
   const start = spec.arch === 'llama' ? [bos] : [];
+  // (one-token prompts are covered by singleTokens)
   return [
-    [...start, ...randomTokens(start.length ? 0 : 1, lo, hi, 1)],
     [...start, ...randomTokens(6, lo, hi, 2)],
     [...start, ...randomTokens(40, lo, hi, 3)],
     [...start, ...randomTokens(130, lo, hi, 4)],
   ];
 }
 
+// The places node/lib/binding.js looks for the addon.
+// 16 one-token prompts spread over the vocabulary.
+function singleTokens(spec) {
+  return spec.vocab === 'qwen2' ? randomTokens(16, 0, QWEN_VOCAB_TEXT_TOKENS, 9)
+    : Array.from({ length: 16 }, (_, i) => 3 + ((i * 97) % 509));
+}
+
+/** Max |logit difference| over the peer's top-k ids. */
+async function topKLogitDiff(strata, peer, toks, k = 64) {
+  const mine = await strata.nextLogits(toks);
+  const theirs = await peer.topLogits(toks, k);
+  let d = 0;
+  for (const [id, v] of theirs) d = Math.max(d, Math.abs(mine[id] - v));
+  return Number.isNaN(d) ? Infinity : d;
+}
+
 function strataMissing() {
-  const addon = join(ROOT, 'build/Release/strata.node');
-  if (!existsSync(addon)) return `the Strata addon is not built (${addon})`;
-  return null;
+  const tried = process.env.STRATA_ADDON ? [process.env.STRATA_ADDON]
+    : [join(ROOT, 'build/Release/strata.node'), join(ROOT, 'build/Debug/strata.node')];
+  return tried.some((p) => existsSync(p)) ? null : `the Strata addon is not built (${tried.join(', ')})`;
 }
 
 t.teardown(disposePeer);
@@ -164,8 +191,8 @@ if (missing) {
     // generate() (the engine's own loop, temperature 0) follows the same path
     const eog = want.tokens.findIndex((tok) => tok === peer.eos);
     const expectText = strata.detokenize(eog >= 0 ? want.tokens.slice(0, eog) : want.tokens);
-    const r = await strata.model.generate(Int32Array.from(prompt), { maxTokens: 64, temperature: 0 });
-    t.equal(r.text, expectText, 'generate() at temperature 0 gives the greedy text');
+    const r = await strata.model.generate(Int32Array.from(prompt), { maxTokens: 64, temperature: 0, repeatPenalty: 1 });
+    t.equal(r.text, expectText, 'generate() at temperature 0 (no repeat penalty) gives the greedy text');
 
     const prompts = ['Once upon a time', 'The little dog', 'Lily and Tom went to the park.',
       'One day, a girl named', 'He was very happy because', ''];
@@ -186,7 +213,9 @@ if (missing) {
   });
 
   for (const spec of modelCases()) {
-    const tol = TOL[spec.type];
+    const key = tolKey(spec.type);
+    const probTol = PROB_TOL[key];
+    const logitTol = LOGIT_TOL[key];
     const label = `${spec.arch} ${spec.type} (dim ${spec.dim}, ${spec.layers} layers, ${spec.heads}/${spec.kvHeads} heads` +
       `${spec.headDim ? `, head_dim ${spec.headDim}` : ''}, ff ${spec.ff}${spec.tied ? ', tied' : ''})`;
     t.test(label, async (t) => {
@@ -197,21 +226,30 @@ if (missing) {
         await strata.dispose();
         await peer.dispose();
       });
-      let worst = 0;
-      let worstDetail = '';
+
+      const singles = singleTokens(spec);
+      const diffs = [];
+      for (const tok of singles) diffs.push(await topKLogitDiff(strata, peer, [tok]));
+      const exact = diffs.filter((d) => d <= EXACT_LOGIT).length;
+      t.ok(exact >= EXACT[key] * singles.length,
+        `${exact}/${singles.length} one-token prompts exact (top-64 logits within ${EXACT_LOGIT}; need ${EXACT[key] * 100}%)`,
+        { diffs: diffs.map((d) => d.toExponential(1)).join(' ') });
+
+      let worst = { maxAbsProb: 0, maxAbsLogit: 0, detail: '' };
       for (const toks of sequencesFor(spec, peer.bos)) {
         const cmp = compareLogits(await strata.nextLogits(toks), await peer.nextLogits(toks));
-        if (cmp.maxAbsProb > worst || worstDetail === '') {
-          worst = cmp.maxAbsProb;
-          worstDetail = describe(cmp);
-        }
         const what = `${toks.length}-token prompt`;
-        t.ok(cmp.maxAbsProb <= tol, `${what}: max |dp| ${cmp.maxAbsProb.toExponential(2)} <= ${tol}`,
+        if (cmp.maxAbsLogit >= worst.maxAbsLogit) {
+          worst = { maxAbsProb: cmp.maxAbsProb, maxAbsLogit: cmp.maxAbsLogit, detail: `${what}: ${describe(cmp)}` };
+        }
+        t.ok(cmp.maxAbsProb <= probTol, `${what}: max |dp| ${cmp.maxAbsProb.toExponential(2)} <= ${probTol}`,
           { detail: describe(cmp) });
-        t.same(topKProblems(cmp, tol), [], `${what}: same top-5`, { detail: describe(cmp) });
+        t.ok(cmp.maxAbsLogit <= logitTol, `${what}: max |dlogit| ${cmp.maxAbsLogit.toExponential(2)} <= ${logitTol}`,
+          { detail: describe(cmp) });
+        t.same(topKProblems(cmp, probTol), [], `${what}: same top-5`, { detail: describe(cmp) });
         if (VERBOSE) t.comment(`${label} ${what}: ${describe(cmp)}`);
       }
-      t.comment(`${spec.arch} ${spec.type}: worst max |dp| ${worst.toExponential(2)} (tolerance ${tol}); ${worstDetail}`);
+      t.comment(`${spec.arch} ${spec.type}: ${exact}/${singles.length} exact; worst ${worst.detail}`);
     });
   }
 }

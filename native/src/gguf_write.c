@@ -229,6 +229,10 @@ static wkv *kv_begin(gguf_writer *w, const char *key, gguf_type type)
         fail(w, STRATA_ERR_ARG, "GGUF metadata key is empty");
         return NULL;
     }
+    if (strcmp(key, "general.alignment") == 0 && type != GGUF_T_UINT32) {
+        fail(w, STRATA_ERR_ARG, "general.alignment must be a uint32");
+        return NULL;
+    }
     for (uint64_t i = 0; i < w->n_kv; i++) {
         if (strcmp(w->kv[i].key, key) == 0) {
             fail(w, STRATA_ERR_ARG, "duplicate GGUF metadata key '%s'", key);

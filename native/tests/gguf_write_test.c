@@ -325,6 +325,7 @@ static void test_refusals(void)
         {"bad alignment", 6},          {"string via add_arr", 7},   {"nested array", 8},
         {"zero dimension", 9},         {"empty key", 10},           {"alignment kv not pow2", 11},
         {"NULL tensor data", 12},      {"NULL fill", 13},           {"empty tensor name", 14},
+        {"alignment as u64", 15},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         gguf_writer *w = gguf_writer_new();
@@ -347,6 +348,7 @@ static void test_refusals(void)
         case 12: rc = gguf_writer_add_tensor(w, "q", ST_F32, 1, (const int64_t[]){4}, NULL); break;
         case 13: rc = gguf_writer_add_tensor_fill(w, "q", ST_F32, 1, (const int64_t[]){4}, NULL, NULL); break;
         case 14: rc = gguf_writer_add_tensor(w, "", ST_F32, 1, (const int64_t[]){4}, x); break;
+        case 15: rc = gguf_writer_add_u64(w, "general.alignment", 32); break;
         }
         CHECK_MSG(rc == STRATA_ERR_ARG, "%s: got %d", cases[c].what, (int)rc);
         /* sticky: later adds and the write report the first error */

@@ -31,6 +31,20 @@ const VOCABS = {
   none: () => null,
 };
 
+/**
+ * Benchmark shapes (pass to ensureModel with a type), e.g.
+ * ensureModel({ ...SHAPES.tinyllama, type: 'Q8_0' }): a 1.1B model, ~1.2 GB
+ * in Q8_0, made in under 10 s on 2 cores.
+ */
+export const SHAPES = {
+  // TinyLlama-1.1B: dim 2048, 22 layers, 32 heads / 4 KV heads, ff 5632, 32000 tokens
+  tinyllama: { arch: 'llama', dim: 2048, layers: 22, heads: 32, kvHeads: 4, ff: 5632, vocab: 'none', vocabSize: 32000 },
+  // Qwen2.5-0.5B: dim 896, 24 layers, 14 / 2 heads, ff 4864, tied, Qwen2 vocabulary
+  qwen2_0_5b: { arch: 'qwen2', dim: 896, layers: 24, heads: 14, kvHeads: 2, ff: 4864, vocab: 'qwen2', tied: true },
+  // Qwen3-0.6B: dim 1024, 28 layers, 16 / 8 heads of 128, ff 3072, tied
+  qwen3_0_6b: { arch: 'qwen3', dim: 1024, layers: 28, heads: 16, kvHeads: 8, headDim: 128, ff: 3072, vocab: 'qwen2', tied: true },
+};
+
 /** Path of tests/fixtures/vocab/ggml-vocab-NAME.gguf, extracted on first use. */
 export function vocabFile(name) {
   const path = join(ROOT, `tests/fixtures/vocab/ggml-vocab-${name}.gguf`);

@@ -5,6 +5,10 @@
 //   local build.
 // - F32 KV cache (experimentalKvCache*Type: 'F32') so KV rounding is not part
 //   of the comparison; Strata is asked for the same ({kvF32: true}).
+// - flashAttention: false. llama.cpp's default ("auto") turns flash attention
+//   on for the CPU, and its CPU kernel rounds through F16 even with an F32
+//   cache: logits move by ~3e-3 (measured on a random llama: F32 KV without
+//   FA matches Strata to 4e-6, with FA it is 2.8e-3 off at one token).
 // - Logits come from controlledEvaluate(..., {generateNext: {logits: true}}):
 //   the raw logits of llama_get_logits_ith, passed through the default sampler
 //   chain, which with no options is only the greedy sampler (it picks an index
@@ -40,9 +44,10 @@ export async function openPeerModel(path, opts = {}) {
     sequences: 1,
     experimentalKvCacheKeyType: 'F32',
     experimentalKvCacheValueType: 'F32',
+    flashAttention: false,
   });
   const sequence = context.getSequence();
-  const nVocab = model.fileInsights.vocabularySize ?? null;
+  let nVocab = null; // known after the first logits (llama.cpp returns every id)
 
   /** Logits (Float32Array, one per vocabulary entry) after `tokens`, from a cleared sequence. */
   async function nextLogits(tokens) {
@@ -53,7 +58,24 @@ export async function openPeerModel(path, opts = {}) {
     const out = await sequence.controlledEvaluate(input);
     const map = out[tokens.length - 1]?.next?.logits;
     if (!map) throw new Error('node-llama-cpp returned no logits');
-    return mapToArray(map, nVocab);
+    const arr = mapToArray(map);
+    nVocab = arr.length;
+    return arr;
+  }
+
+  /**
+   * The k largest logits after `tokens` (Map id -> logit), from a cleared
+   * sequence. Much cheaper than nextLogits on a 152k vocabulary: only k
+   * values cross into JS.
+   */
+  async function topLogits(tokens, k) {
+    await sequence.clearHistory();
+    const input = tokens.slice(0, -1);
+    input.push([tokens[tokens.length - 1], { generateNext: { logits: { filter: { tokens: [], includeTop: k } } } }]);
+    const out = await sequence.controlledEvaluate(input);
+    const map = out[tokens.length - 1]?.next?.logits;
+    if (!map || map.size === 0) throw new Error('node-llama-cpp returned no logits');
+    return map;
   }
 
   /**
@@ -72,7 +94,7 @@ export async function openPeerModel(path, opts = {}) {
       const out = await sequence.controlledEvaluate(input);
       const next = out[input.length - 1]?.next;
       if (next == null || next.token == null) throw new Error('node-llama-cpp generated no token');
-      if (withLogits) logits.push(mapToArray(next.logits, nVocab));
+      if (withLogits) logits.push(mapToArray(next.logits));
       generated.push(next.token);
       last = next.token;
       input = [];
@@ -84,6 +106,7 @@ export async function openPeerModel(path, opts = {}) {
     model,
     context,
     sequence,
+    /** Vocabulary size (null before the first nextLogits). */
     get nVocab() {
       return nVocab;
     },
@@ -93,6 +116,7 @@ export async function openPeerModel(path, opts = {}) {
     tokenize: (text) => model.tokenize(text, false),
     detokenize: (tokens) => model.detokenize(tokens),
     nextLogits,
+    topLogits,
     greedy,
     async dispose() {
       await context.dispose();
@@ -101,11 +125,9 @@ export async function openPeerModel(path, opts = {}) {
   };
 }
 
-function mapToArray(map, nVocab) {
-  let n = nVocab ?? 0;
-  if (!n) {
-    for (const id of map.keys()) n = Math.max(n, id + 1);
-  }
+function mapToArray(map) {
+  let n = map.size;
+  for (const id of map.keys()) n = Math.max(n, id + 1);
   const arr = new Float32Array(n).fill(Number.NEGATIVE_INFINITY);
   for (const [id, v] of map) arr[id] = v;
   return arr;
