@@ -64,6 +64,17 @@ t.test('seeded sampling is reproducible from the CLI', async (t) => {
   t.equal(a.stdout, `${api.text}\n`);
 });
 
+t.test('stop strings and JSON mode', async (t) => {
+  const api = await model.generate(PROMPT, { maxTokens: 24, temperature: 0, stop: ['Lily'] });
+  const r = await cli(['generate', '--model', MODEL, '--prompt', PROMPT, '--max-tokens', '24', '--temperature', '0', '--stop', 'Lily', '--stop', 'zzz', '--threads', '1', '-v']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout, `${api.text}\n`);
+  t.match(r.stderr, new RegExp(`stop=${api.stopReason} `));
+  const j = await cli(['generate', '--model', MODEL, '--prompt', 'JSON:', '--max-tokens', '8', '--json', '--seed', '3', '--threads', '1', '-v']);
+  t.equal(j.code, 0, j.stderr);
+  t.match(j.stderr, /stop=(json|maxTokens) /);
+});
+
 t.test('chat', async (t) => {
   const r = await cli(['chat', '--model', MODEL, '--message', 'Hello', '--system', 'Be nice', '--max-tokens', '8', '--temperature', '0', '--threads', '1']);
   t.equal(r.code, 0, r.stderr);

@@ -1,5 +1,24 @@
 /* Node-API addon: module registration, argument and error helpers, handle
- * type tags and cancel tokens. See addon.h for the threading rules. */
+ * type tags and cancel tokens. See addon.h for the threading rules.
+ *
+ * Exports (node/lib/index.js wraps them; handles are tagged Externals):
+ *   load(path, {threads, mmap, mlock}) -> Promise<{model, info}>
+ *   close(model), isClosed(model), modelInfo(model)
+ *   tokenize(model, text, {addBos, special}) -> Int32Array
+ *   detokenize(model, tokens, {special}) -> string
+ *   tokenToPiece(model, token, {special}) -> string, isEog(model, token)
+ *   applyChatTemplate(model, [{role, content}], {template, addGenerationPrompt}) -> string
+ *   createContext(model, {contextSize, batch, threads, kvF32}) -> ctx
+ *   freeContext(ctx), nPast(ctx), nCtx(ctx), truncate(ctx, nPast)
+ *   eval(ctx, tokens, {logits}) -> Promise<Float32Array|undefined>
+ *   generate(ctx, tokens, {maxTokens, temperature, topK, topP, minP,
+ *            repeatPenalty, repeatLastN, presencePenalty, frequencyPenalty,
+ *            seed, json, stop, cancelToken}, onPiece?) -> Promise<{text,
+ *            promptTokens, genTokens, stopReason, promptMs, genMs}>
+ *   createCancelToken(), cancel(token), isCancelled(token), version
+ * Argument type errors throw TypeError (code STRATA_ERR_ARG); engine errors
+ * are Errors whose code names the strata_err (STRATA_ERR_FORMAT, ...); state
+ * errors use STRATA_ERR_CLOSED and STRATA_ERR_BUSY. */
 #include "addon.h"
 
 #include <math.h>
@@ -16,7 +35,8 @@ const napi_type_tag addon_token_tag = {0x5e1a9c3d7b2f4e68ULL, 0xa4c7e2915d8b3f06
 
 /* ------------------------------------------------------------- errors -- */
 
-const char *addon_err_name(strata_err code) {
+const char *addon_err_name(strata_err code)
+{
     switch (code) {
     case STRATA_OK: return "STRATA_OK";
     case STRATA_ERR_IO: return "STRATA_ERR_IO";
@@ -31,7 +51,8 @@ const char *addon_err_name(strata_err code) {
     return "STRATA_ERR_INTERNAL";
 }
 
-static bool is_exception_pending(napi_env env) {
+static bool is_exception_pending(napi_env env)
+{
     bool pending = false;
     if (napi_is_exception_pending(env, &pending) != napi_ok) {
         return true; /* be conservative: do not throw over something */
@@ -41,7 +62,8 @@ static bool is_exception_pending(napi_env env) {
 
 typedef enum { THROW_ERROR, THROW_TYPE, THROW_RANGE } throw_kind;
 
-static bool throw_v(napi_env env, throw_kind kind, const char *code, const char *fmt, va_list ap) {
+static bool throw_v(napi_env env, throw_kind kind, const char *code, const char *fmt, va_list ap)
+{
     if (is_exception_pending(env)) {
         return false;
     }
@@ -55,7 +77,8 @@ static bool throw_v(napi_env env, throw_kind kind, const char *code, const char 
     return false;
 }
 
-bool addon_throw_type(napi_env env, const char *fmt, ...) {
+bool addon_throw_type(napi_env env, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     throw_v(env, THROW_TYPE, "STRATA_ERR_ARG", fmt, ap);
@@ -63,7 +86,8 @@ bool addon_throw_type(napi_env env, const char *fmt, ...) {
     return false;
 }
 
-bool addon_throw_range(napi_env env, const char *fmt, ...) {
+bool addon_throw_range(napi_env env, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     throw_v(env, THROW_RANGE, "STRATA_ERR_ARG", fmt, ap);
@@ -71,7 +95,8 @@ bool addon_throw_range(napi_env env, const char *fmt, ...) {
     return false;
 }
 
-bool addon_throw_state(napi_env env, const char *code, const char *fmt, ...) {
+bool addon_throw_state(napi_env env, const char *code, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     throw_v(env, THROW_ERROR, code, fmt, ap);
@@ -79,7 +104,8 @@ bool addon_throw_state(napi_env env, const char *code, const char *fmt, ...) {
     return false;
 }
 
-static const char *strata_message(strata_err code, const strata_error *err) {
+static const char *strata_message(strata_err code, const strata_error *err)
+{
     if (err != NULL && err->msg[0] != '\0') {
         return err->msg;
     }
@@ -87,7 +113,8 @@ static const char *strata_message(strata_err code, const strata_error *err) {
     return s != NULL ? s : "unknown error";
 }
 
-bool addon_throw_strata(napi_env env, strata_err code, const strata_error *err) {
+bool addon_throw_strata(napi_env env, strata_err code, const strata_error *err)
+{
     if (is_exception_pending(env)) {
         return false;
     }
@@ -99,7 +126,8 @@ bool addon_throw_strata(napi_env env, strata_err code, const strata_error *err) 
     return false;
 }
 
-bool addon_throw_napi(napi_env env, napi_status status, const char *what) {
+bool addon_throw_napi(napi_env env, napi_status status, const char *what)
+{
     if (is_exception_pending(env)) {
         return false;
     }
@@ -115,7 +143,8 @@ bool addon_throw_napi(napi_env env, napi_status status, const char *what) {
     return false;
 }
 
-napi_value addon_strata_error(napi_env env, strata_err code, const strata_error *err) {
+napi_value addon_strata_error(napi_env env, strata_err code, const strata_error *err)
+{
     napi_value code_v = NULL, msg_v = NULL, error = NULL;
     const char *msg = strata_message(code, err);
     if (napi_create_string_utf8(env, addon_err_name(code), NAPI_AUTO_LENGTH, &code_v) != napi_ok ||
@@ -132,14 +161,16 @@ napi_value addon_strata_error(napi_env env, strata_err code, const strata_error 
 
 /* ---------------------------------------------------------- arguments -- */
 
-bool addon_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+bool addon_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv)
+{
     size_t argc = n;
     ADDON_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
     /* napi fills missing arguments with undefined. */
     return true;
 }
 
-bool addon_is_nullish(napi_env env, napi_value v) {
+bool addon_is_nullish(napi_env env, napi_value v)
+{
     napi_valuetype t;
     if (v == NULL || napi_typeof(env, v, &t) != napi_ok) {
         return true;
@@ -147,7 +178,8 @@ bool addon_is_nullish(napi_env env, napi_value v) {
     return t == napi_undefined || t == napi_null;
 }
 
-bool addon_check_options(napi_env env, napi_value opts, const char *fn, bool *has) {
+bool addon_check_options(napi_env env, napi_value opts, const char *fn, bool *has)
+{
     *has = false;
     if (addon_is_nullish(env, opts)) {
         return true;
@@ -161,7 +193,8 @@ bool addon_check_options(napi_env env, napi_value opts, const char *fn, bool *ha
     return true;
 }
 
-bool addon_opt_get(napi_env env, napi_value opts, const char *name, napi_value *out, bool *present) {
+bool addon_opt_get(napi_env env, napi_value opts, const char *name, napi_value *out, bool *present)
+{
     *present = false;
     if (addon_is_nullish(env, opts)) {
         return true;
@@ -171,7 +204,8 @@ bool addon_opt_get(napi_env env, napi_value opts, const char *name, napi_value *
     return true;
 }
 
-static bool opt_number(napi_env env, napi_value opts, const char *name, double *out, bool *present) {
+static bool opt_number(napi_env env, napi_value opts, const char *name, double *out, bool *present)
+{
     napi_value v;
     if (!addon_opt_get(env, opts, name, &v, present)) {
         return false;
@@ -191,7 +225,8 @@ static bool opt_number(napi_env env, napi_value opts, const char *name, double *
     return true;
 }
 
-bool addon_opt_int(napi_env env, napi_value opts, const char *name, int min, int max, int *out) {
+bool addon_opt_int(napi_env env, napi_value opts, const char *name, int min, int max, int *out)
+{
     double d = 0;
     bool present = false;
     if (!opt_number(env, opts, name, &d, &present)) {
@@ -211,7 +246,8 @@ bool addon_opt_int(napi_env env, napi_value opts, const char *name, int min, int
 }
 
 bool addon_opt_double(napi_env env, napi_value opts, const char *name, double min, double max,
-                      double *out) {
+                      double *out)
+{
     double d = 0;
     bool present = false;
     if (!opt_number(env, opts, name, &d, &present)) {
@@ -227,7 +263,8 @@ bool addon_opt_double(napi_env env, napi_value opts, const char *name, double mi
     return true;
 }
 
-bool addon_opt_bool(napi_env env, napi_value opts, const char *name, bool *out) {
+bool addon_opt_bool(napi_env env, napi_value opts, const char *name, bool *out)
+{
     napi_value v;
     bool present = false;
     if (!addon_opt_get(env, opts, name, &v, &present)) {
@@ -245,7 +282,8 @@ bool addon_opt_bool(napi_env env, napi_value opts, const char *name, bool *out) 
     return true;
 }
 
-bool addon_opt_string(napi_env env, napi_value opts, const char *name, char **out) {
+bool addon_opt_string(napi_env env, napi_value opts, const char *name, char **out)
+{
     napi_value v;
     bool present = false;
     *out = NULL;
@@ -260,7 +298,8 @@ bool addon_opt_string(napi_env env, napi_value opts, const char *name, char **ou
     return addon_string(env, v, what, out, NULL);
 }
 
-bool addon_string(napi_env env, napi_value v, const char *what, char **out, size_t *len) {
+bool addon_string(napi_env env, napi_value v, const char *what, char **out, size_t *len)
+{
     *out = NULL;
     napi_valuetype t;
     ADDON_CHECK(env, napi_typeof(env, v, &t));
@@ -285,7 +324,8 @@ bool addon_string(napi_env env, napi_value v, const char *what, char **out, size
     return true;
 }
 
-static bool check_token(napi_env env, const char *what, double d, int n_vocab, size_t i) {
+static bool check_token(napi_env env, const char *what, double d, int n_vocab, size_t i)
+{
     if (d != floor(d) || isnan(d)) {
         return addon_throw_type(env, "%s[%zu] must be an integer token id (got %g)", what, i, d);
     }
@@ -297,7 +337,8 @@ static bool check_token(napi_env env, const char *what, double d, int n_vocab, s
 }
 
 bool addon_tokens(napi_env env, napi_value v, const char *what, int n_vocab, strata_token **out,
-                  size_t *n) {
+                  size_t *n)
+{
     *out = NULL;
     *n = 0;
     bool is_typed = false, is_array = false;
@@ -361,7 +402,8 @@ bool addon_tokens(napi_env env, napi_value v, const char *what, int n_vocab, str
     return true;
 }
 
-napi_value addon_int32_array(napi_env env, const strata_token *toks, size_t n) {
+napi_value addon_int32_array(napi_env env, const strata_token *toks, size_t n)
+{
     napi_value ab, arr;
     void *data = NULL;
     ADDON_CALL(env, napi_create_arraybuffer(env, n * sizeof(int32_t), &data, &ab));
@@ -372,32 +414,44 @@ napi_value addon_int32_array(napi_env env, const strata_token *toks, size_t n) {
     return arr;
 }
 
-bool addon_set_value(napi_env env, napi_value obj, const char *key, napi_value v) {
+bool addon_set_value(napi_env env, napi_value obj, const char *key, napi_value v)
+{
     ADDON_CHECK(env, napi_set_named_property(env, obj, key, v));
     return true;
 }
 
-bool addon_set_string(napi_env env, napi_value obj, const char *key, const char *s) {
+bool addon_set_string(napi_env env, napi_value obj, const char *key, const char *s)
+{
     napi_value v;
     ADDON_CHECK(env, napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v));
     return addon_set_value(env, obj, key, v);
 }
 
-bool addon_set_double(napi_env env, napi_value obj, const char *key, double d) {
+bool addon_set_double(napi_env env, napi_value obj, const char *key, double d)
+{
     napi_value v;
     ADDON_CHECK(env, napi_create_double(env, d, &v));
     return addon_set_value(env, obj, key, v);
 }
 
+bool addon_set_bool(napi_env env, napi_value obj, const char *key, bool b)
+{
+    napi_value v;
+    ADDON_CHECK(env, napi_get_boolean(env, b, &v));
+    return addon_set_value(env, obj, key, v);
+}
+
 /* ------------------------------------------------------------ handles -- */
 
-bool addon_tag(napi_env env, napi_value v, const napi_type_tag *tag) {
+bool addon_tag(napi_env env, napi_value v, const napi_type_tag *tag)
+{
     ADDON_CHECK(env, napi_type_tag_object(env, v, tag));
     return true;
 }
 
 static bool unwrap_tagged(napi_env env, napi_value v, const napi_type_tag *tag, const char *what,
-                          void **out) {
+                          void **out)
+{
     napi_valuetype t;
     bool ok = false;
     *out = NULL;
@@ -412,11 +466,13 @@ static bool unwrap_tagged(napi_env env, napi_value v, const napi_type_tag *tag, 
     return true;
 }
 
-bool addon_unwrap_model(napi_env env, napi_value v, addon_model **out) {
+bool addon_unwrap_model(napi_env env, napi_value v, addon_model **out)
+{
     return unwrap_tagged(env, v, &addon_model_tag, "strata model", (void **)out);
 }
 
-bool addon_unwrap_open_model(napi_env env, napi_value v, addon_model **out) {
+bool addon_unwrap_open_model(napi_env env, napi_value v, addon_model **out)
+{
     if (!addon_unwrap_model(env, v, out)) {
         return false;
     }
@@ -426,19 +482,23 @@ bool addon_unwrap_open_model(napi_env env, napi_value v, addon_model **out) {
     return true;
 }
 
-bool addon_unwrap_ctx(napi_env env, napi_value v, addon_ctx **out) {
+bool addon_unwrap_ctx(napi_env env, napi_value v, addon_ctx **out)
+{
     return unwrap_tagged(env, v, &addon_ctx_tag, "strata context", (void **)out);
 }
 
-bool addon_unwrap_token(napi_env env, napi_value v, addon_cancel_token **out) {
+bool addon_unwrap_token(napi_env env, napi_value v, addon_cancel_token **out)
+{
     return unwrap_tagged(env, v, &addon_token_tag, "strata cancel token", (void **)out);
 }
 
-void addon_model_use(addon_model *m) {
+void addon_model_use(addon_model *m)
+{
     m->users++;
 }
 
-void addon_model_unuse(addon_model *m) {
+void addon_model_unuse(addon_model *m)
+{
     m->users--;
     if (m->users > 0) {
         return;
@@ -454,7 +514,8 @@ void addon_model_unuse(addon_model *m) {
 
 /* ------------------------------------------------------ cancel tokens -- */
 
-void addon_token_link(addon_cancel_token *t, addon_cancel_link *link, volatile int *flag) {
+void addon_token_link(addon_cancel_token *t, addon_cancel_link *link, volatile int *flag)
+{
     link->flag = flag;
     link->token = t;
     link->next = t->links;
@@ -464,7 +525,8 @@ void addon_token_link(addon_cancel_token *t, addon_cancel_link *link, volatile i
     }
 }
 
-void addon_token_unlink(addon_cancel_link *link) {
+void addon_token_unlink(addon_cancel_link *link)
+{
     addon_cancel_token *t = link->token;
     if (t == NULL) {
         return;
@@ -479,7 +541,8 @@ void addon_token_unlink(addon_cancel_link *link) {
     link->next = NULL;
 }
 
-static void token_finalize(napi_env env, void *data, void *hint) {
+static void token_finalize(napi_env env, void *data, void *hint)
+{
     (void)env;
     (void)hint;
     addon_cancel_token *t = data;
@@ -495,7 +558,8 @@ static void token_finalize(napi_env env, void *data, void *hint) {
 }
 
 /* createCancelToken() -> External */
-static napi_value create_cancel_token(napi_env env, napi_callback_info info) {
+static napi_value create_cancel_token(napi_env env, napi_callback_info info)
+{
     (void)info;
     addon_cancel_token *t = calloc(1, sizeof *t);
     if (t == NULL) {
@@ -516,7 +580,8 @@ static napi_value create_cancel_token(napi_env env, napi_callback_info info) {
 }
 
 /* cancel(token): raise the flag of every work using it, now and later. */
-static napi_value cancel(napi_env env, napi_callback_info info) {
+static napi_value cancel(napi_env env, napi_callback_info info)
+{
     napi_value argv[1];
     addon_cancel_token *t;
     if (!addon_args(env, info, 1, argv) || !addon_unwrap_token(env, argv[0], &t)) {
@@ -530,7 +595,8 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
 }
 
 /* isCancelled(token) -> boolean */
-static napi_value is_cancelled(napi_env env, napi_callback_info info) {
+static napi_value is_cancelled(napi_env env, napi_callback_info info)
+{
     napi_value argv[1], result;
     addon_cancel_token *t;
     if (!addon_args(env, info, 1, argv) || !addon_unwrap_token(env, argv[0], &t)) {
@@ -542,13 +608,15 @@ static napi_value is_cancelled(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------- module -- */
 
-bool addon_define(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+bool addon_define(napi_env env, napi_value exports, const char *name, napi_callback cb)
+{
     napi_value fn;
     ADDON_CHECK(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn));
     return addon_set_value(env, exports, name, fn);
 }
 
-NAPI_MODULE_INIT() {
+NAPI_MODULE_INIT()
+{
     if (!addon_define(env, exports, "createCancelToken", create_cancel_token) ||
         !addon_define(env, exports, "cancel", cancel) ||
         !addon_define(env, exports, "isCancelled", is_cancelled) ||

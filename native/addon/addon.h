@@ -119,6 +119,7 @@ napi_value addon_int32_array(napi_env env, const strata_token *toks, size_t n);
 /* Property setters for result objects. */
 bool addon_set_string(napi_env env, napi_value obj, const char *key, const char *s);
 bool addon_set_double(napi_env env, napi_value obj, const char *key, double v);
+bool addon_set_bool(napi_env env, napi_value obj, const char *key, bool v);
 bool addon_set_value(napi_env env, napi_value obj, const char *key, napi_value v);
 
 /* Handle unwrapping with type-tag checks (TypeError on anything else). */

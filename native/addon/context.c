@@ -11,7 +11,8 @@
 /* ------------------------------------------------------------ context -- */
 
 /* Free the engine context and let go of the model (JS thread, ctx idle). */
-static void ctx_release(napi_env env, addon_ctx *c) {
+static void ctx_release(napi_env env, addon_ctx *c)
+{
     if (c->ctx != NULL) {
         strata_ctx_free(c->ctx);
         c->ctx = NULL;
@@ -26,7 +27,8 @@ static void ctx_release(napi_env env, addon_ctx *c) {
     }
 }
 
-static void ctx_finalize(napi_env env, void *data, void *hint) {
+static void ctx_finalize(napi_env env, void *data, void *hint)
+{
     (void)hint;
     addon_ctx *c = data;
     c->collected = true;
@@ -44,7 +46,8 @@ static void ctx_finalize(napi_env env, void *data, void *hint) {
 }
 
 /* Called by every completion once the engine is done with the context. */
-static void ctx_idle(napi_env env, addon_ctx *c) {
+static void ctx_idle(napi_env env, addon_ctx *c)
+{
     c->busy = false;
     c->cancel = NULL;
     if (c->closed) {
@@ -56,7 +59,8 @@ static void ctx_idle(napi_env env, addon_ctx *c) {
 }
 
 /* createContext(model, {contextSize, batch, threads, kvF32}) -> External */
-static napi_value create_context(napi_env env, napi_callback_info info) {
+static napi_value create_context(napi_env env, napi_callback_info info)
+{
     napi_value argv[2];
     addon_model *m;
     bool has_opts;
@@ -104,7 +108,8 @@ static napi_value create_context(napi_env env, napi_callback_info info) {
 }
 
 /* Unwrap a context usable for a new operation. */
-static bool usable_ctx(napi_env env, napi_value v, const char *fn, addon_ctx **out) {
+static bool usable_ctx(napi_env env, napi_value v, const char *fn, addon_ctx **out)
+{
     if (!addon_unwrap_ctx(env, v, out)) {
         return false;
     }
@@ -125,7 +130,8 @@ static bool usable_ctx(napi_env env, napi_value v, const char *fn, addon_ctx **o
 }
 
 /* freeContext(ctx): safe twice; cancels and defers when busy. */
-static napi_value free_context(napi_env env, napi_callback_info info) {
+static napi_value free_context(napi_env env, napi_callback_info info)
+{
     napi_value argv[1];
     addon_ctx *c;
     if (!addon_args(env, info, 1, argv) || !addon_unwrap_ctx(env, argv[0], &c)) {
@@ -146,7 +152,8 @@ static napi_value free_context(napi_env env, napi_callback_info info) {
 }
 
 /* nPast(ctx) -> number */
-static napi_value n_past(napi_env env, napi_callback_info info) {
+static napi_value n_past(napi_env env, napi_callback_info info)
+{
     napi_value argv[1], result;
     addon_ctx *c;
     if (!addon_args(env, info, 1, argv) || !usable_ctx(env, argv[0], "nPast", &c)) {
@@ -157,7 +164,8 @@ static napi_value n_past(napi_env env, napi_callback_info info) {
 }
 
 /* nCtx(ctx) -> number */
-static napi_value n_ctx(napi_env env, napi_callback_info info) {
+static napi_value n_ctx(napi_env env, napi_callback_info info)
+{
     napi_value argv[1], result;
     addon_ctx *c;
     if (!addon_args(env, info, 1, argv) || !usable_ctx(env, argv[0], "nCtx", &c)) {
@@ -168,7 +176,8 @@ static napi_value n_ctx(napi_env env, napi_callback_info info) {
 }
 
 /* truncate(ctx, nPast) */
-static napi_value truncate_ctx(napi_env env, napi_callback_info info) {
+static napi_value truncate_ctx(napi_env env, napi_callback_info info)
+{
     napi_value argv[2];
     addon_ctx *c;
     napi_valuetype t;
@@ -206,7 +215,8 @@ typedef struct ctx_work {
 
 static bool ctx_work_start(napi_env env, ctx_work *w, addon_ctx *c, napi_value ctx_value,
                            const char *name, napi_async_execute_callback execute,
-                           napi_async_complete_callback complete, napi_value *promise) {
+                           napi_async_complete_callback complete, napi_value *promise)
+{
     napi_value name_v;
     /* Everything the worker reads is set before the work is queued. */
     w->c = c;
@@ -235,7 +245,8 @@ static bool ctx_work_start(napi_env env, ctx_work *w, addon_ctx *c, napi_value c
 }
 
 /* First half of every completion: the context is idle again. */
-static void ctx_work_finish(napi_env env, ctx_work *w) {
+static void ctx_work_finish(napi_env env, ctx_work *w)
+{
     addon_token_unlink(&w->link);
     if (w->token_ref != NULL) {
         napi_delete_reference(env, w->token_ref);
@@ -254,7 +265,8 @@ static void ctx_work_finish(napi_env env, ctx_work *w) {
 }
 
 /* Reject with the pending exception (a napi failure while building a result). */
-static void reject_pending(napi_env env, napi_deferred deferred) {
+static void reject_pending(napi_env env, napi_deferred deferred)
+{
     napi_value error = NULL;
     bool pending = false;
     napi_is_exception_pending(env, &pending);
@@ -277,7 +289,8 @@ typedef struct eval_work {
     int n_vocab;
 } eval_work;
 
-static void eval_execute(napi_env env, void *data) {
+static void eval_execute(napi_env env, void *data)
+{
     (void)env;
     eval_work *w = data;
     if (w->base.cancel) {
@@ -287,7 +300,8 @@ static void eval_execute(napi_env env, void *data) {
     w->base.status = strata_eval(w->base.c->ctx, w->toks, w->n, w->logits, &w->base.err);
 }
 
-static void eval_complete(napi_env env, napi_status status, void *data) {
+static void eval_complete(napi_env env, napi_status status, void *data)
+{
     eval_work *w = data;
     ctx_work_finish(env, &w->base);
     if (status == napi_ok) {
@@ -318,7 +332,8 @@ static void eval_complete(napi_env env, napi_status status, void *data) {
 }
 
 /* eval(ctx, tokens, {logits}) -> Promise<Float32Array|undefined> */
-static napi_value eval(napi_env env, napi_callback_info info) {
+static napi_value eval(napi_env env, napi_callback_info info)
+{
     napi_value argv[3];
     addon_ctx *c;
     bool has_opts, want_logits = true;
@@ -381,7 +396,8 @@ typedef struct piece_msg {
 } piece_msg;
 
 /* Worker thread: keep the text, forward the piece to JS, never block. */
-static bool on_piece(const char *piece, size_t len, void *user) {
+static bool on_piece(const char *piece, size_t len, void *user)
+{
     gen_work *w = user;
     if (!w->text_nomem && w->text_len + len + 1 > w->text_cap) {
         size_t cap = w->text_cap > 0 ? w->text_cap : 256;
@@ -415,7 +431,8 @@ static bool on_piece(const char *piece, size_t len, void *user) {
 }
 
 /* JS thread: call onPiece(text). */
-static void call_on_piece(napi_env env, napi_value js_cb, void *context, void *data) {
+static void call_on_piece(napi_env env, napi_value js_cb, void *context, void *data)
+{
     gen_work *w = context;
     piece_msg *msg = data;
     if (env == NULL || js_cb == NULL || w->stop_requested) {
@@ -450,7 +467,8 @@ static void call_on_piece(napi_env env, napi_value js_cb, void *context, void *d
     }
 }
 
-static void gen_execute(napi_env env, void *data) {
+static void gen_execute(napi_env env, void *data)
+{
     (void)env;
     gen_work *w = data;
     w->params.on_piece = on_piece;
@@ -466,7 +484,8 @@ static void gen_execute(napi_env env, void *data) {
                                      &w->base.err);
 }
 
-static const char *stop_name(strata_stop_reason r) {
+static const char *stop_name(strata_stop_reason r)
+{
     switch (r) {
     case STRATA_STOP_EOG: return "eog";
     case STRATA_STOP_MAX_TOKENS: return "maxTokens";
@@ -480,7 +499,8 @@ static const char *stop_name(strata_stop_reason r) {
     return "none";
 }
 
-static void gen_free(gen_work *w) {
+static void gen_free(gen_work *w)
+{
     free(w->prompt);
     for (size_t i = 0; i < w->n_stop; i++) {
         free(w->stop[i]);
@@ -493,7 +513,8 @@ static void gen_free(gen_work *w) {
 
 /* Resolve or reject the generate promise (JS thread, after every piece has
  * been delivered). */
-static void gen_settle(napi_env env, gen_work *w) {
+static void gen_settle(napi_env env, gen_work *w)
+{
     if (w->callback_error != NULL) {
         napi_value error = NULL;
         napi_get_reference_value(env, w->callback_error, &error);
@@ -528,7 +549,8 @@ static void gen_settle(napi_env env, gen_work *w) {
 
 /* The thread-safe function is gone: its queue was drained, so every piece
  * reached onPiece before the promise settles. */
-static void gen_tsfn_finalize(napi_env env, void *data, void *hint) {
+static void gen_tsfn_finalize(napi_env env, void *data, void *hint)
+{
     (void)hint;
     gen_work *w = data;
     if (env != NULL && w->env_ok) {
@@ -539,7 +561,8 @@ static void gen_tsfn_finalize(napi_env env, void *data, void *hint) {
     gen_free(w);
 }
 
-static void gen_complete(napi_env env, napi_status status, void *data) {
+static void gen_complete(napi_env env, napi_status status, void *data)
+{
     gen_work *w = data;
     ctx_work_finish(env, &w->base);
     w->env_ok = status == napi_ok;
@@ -555,7 +578,8 @@ static void gen_complete(napi_env env, napi_status status, void *data) {
     gen_free(w);
 }
 
-static bool parse_stop(napi_env env, napi_value opts, gen_work *w) {
+static bool parse_stop(napi_env env, napi_value opts, gen_work *w)
+{
     napi_value v;
     bool present = false, is_array = false;
     if (!addon_opt_get(env, opts, "stop", &v, &present)) {
@@ -594,7 +618,8 @@ static bool parse_stop(napi_env env, napi_value opts, gen_work *w) {
     return true;
 }
 
-static bool parse_seed(napi_env env, napi_value opts, uint64_t *seed) {
+static bool parse_seed(napi_env env, napi_value opts, uint64_t *seed)
+{
     napi_value v;
     bool present = false;
     if (!addon_opt_get(env, opts, "seed", &v, &present)) {
@@ -625,7 +650,8 @@ static bool parse_seed(napi_env env, napi_value opts, uint64_t *seed) {
     return true;
 }
 
-static bool parse_sampling(napi_env env, napi_value opts, strata_generate_params *p) {
+static bool parse_sampling(napi_env env, napi_value opts, strata_generate_params *p)
+{
     strata_sampler_params *s = &p->sampling;
     double temperature = s->temperature, top_p = s->top_p, min_p = s->min_p;
     double repeat_penalty = s->repeat_penalty, presence = s->presence_penalty;
@@ -653,7 +679,8 @@ static bool parse_sampling(napi_env env, napi_value opts, strata_generate_params
 
 /* generate(ctx, promptTokens, opts, onPiece?) -> Promise<result>
  * opts: sampling options, maxTokens, stop, cancelToken. */
-static napi_value generate(napi_env env, napi_callback_info info) {
+static napi_value generate(napi_env env, napi_callback_info info)
+{
     napi_value argv[4];
     addon_ctx *c;
     bool has_opts;
@@ -728,7 +755,8 @@ static napi_value generate(napi_env env, napi_callback_info info) {
     return promise;
 }
 
-bool addon_register_context(napi_env env, napi_value exports) {
+bool addon_register_context(napi_env env, napi_value exports)
+{
     return addon_define(env, exports, "createContext", create_context) &&
            addon_define(env, exports, "freeContext", free_context) &&
            addon_define(env, exports, "nPast", n_past) && addon_define(env, exports, "nCtx", n_ctx) &&

@@ -19,7 +19,8 @@ typedef struct load_work {
     strata_error err;
 } load_work;
 
-static void load_execute(napi_env env, void *data) {
+static void load_execute(napi_env env, void *data)
+{
     (void)env;
     load_work *w = data;
     w->status = strata_model_load(w->path, &w->params, &w->model, &w->err);
@@ -29,7 +30,8 @@ static void load_execute(napi_env env, void *data) {
     }
 }
 
-static void model_finalize(napi_env env, void *data, void *hint) {
+static void model_finalize(napi_env env, void *data, void *hint)
+{
     (void)env;
     (void)hint;
     addon_model *m = data;
@@ -42,7 +44,8 @@ static void model_finalize(napi_env env, void *data, void *hint) {
     }
 }
 
-static napi_value info_object(napi_env env, const strata_model_info *in) {
+static napi_value info_object(napi_env env, const strata_model_info *in)
+{
     napi_value o;
     ADDON_CALL(env, napi_create_object(env, &o));
     bool ok = addon_set_string(env, o, "arch", in->arch) && addon_set_string(env, o, "name", in->name) &&
@@ -60,12 +63,13 @@ static napi_value info_object(napi_env env, const strata_model_info *in) {
               addon_set_string(env, o, "tokenizer", in->tokenizer) &&
               addon_set_string(env, o, "chatTemplate", in->chat_template) &&
               addon_set_double(env, o, "bos", in->bos) && addon_set_double(env, o, "eos", in->eos) &&
-              addon_set_double(env, o, "eot", in->eot);
+              addon_set_double(env, o, "eot", in->eot) && addon_set_bool(env, o, "addBos", in->add_bos);
     return ok ? o : NULL;
 }
 
 /* Wrap a loaded engine model in a tagged External; takes ownership. */
-static napi_value model_handle(napi_env env, strata_model *model, addon_model **out) {
+static napi_value model_handle(napi_env env, strata_model *model, addon_model **out)
+{
     addon_model *m = calloc(1, sizeof *m);
     if (m == NULL) {
         strata_model_free(model);
@@ -90,7 +94,8 @@ static napi_value model_handle(napi_env env, strata_model *model, addon_model **
     return ext;
 }
 
-static void load_complete(napi_env env, napi_status status, void *data) {
+static void load_complete(napi_env env, napi_status status, void *data)
+{
     load_work *w = data;
     napi_value result = NULL, ext = NULL, info = NULL, error = NULL;
     if (status != napi_ok) {
@@ -133,7 +138,8 @@ static void load_complete(napi_env env, napi_status status, void *data) {
 }
 
 /* load(path, {threads, mmap, mlock}) -> Promise<{model, info}> */
-static napi_value load(napi_env env, napi_callback_info info) {
+static napi_value load(napi_env env, napi_callback_info info)
+{
     napi_value argv[2];
     bool has_opts;
     if (!addon_args(env, info, 2, argv) || !addon_check_options(env, argv[1], "load", &has_opts)) {
@@ -186,7 +192,8 @@ static napi_value load(napi_env env, napi_callback_info info) {
 
 /* close(model): no new work; the engine model is freed once its contexts
  * and in-flight work are gone. Safe to call twice. */
-static napi_value close_model(napi_env env, napi_callback_info info) {
+static napi_value close_model(napi_env env, napi_callback_info info)
+{
     napi_value argv[1];
     addon_model *m;
     if (!addon_args(env, info, 1, argv) || !addon_unwrap_model(env, argv[0], &m)) {
@@ -200,7 +207,8 @@ static napi_value close_model(napi_env env, napi_callback_info info) {
 }
 
 /* modelInfo(model) -> object */
-static napi_value model_info(napi_env env, napi_callback_info info) {
+static napi_value model_info(napi_env env, napi_callback_info info)
+{
     napi_value argv[1];
     addon_model *m;
     if (!addon_args(env, info, 1, argv) || !addon_unwrap_model(env, argv[0], &m)) {
@@ -210,7 +218,8 @@ static napi_value model_info(napi_env env, napi_callback_info info) {
 }
 
 /* isClosed(model) -> boolean */
-static napi_value is_closed(napi_env env, napi_callback_info info) {
+static napi_value is_closed(napi_env env, napi_callback_info info)
+{
     napi_value argv[1], result;
     addon_model *m;
     if (!addon_args(env, info, 1, argv) || !addon_unwrap_model(env, argv[0], &m)) {
@@ -223,7 +232,8 @@ static napi_value is_closed(napi_env env, napi_callback_info info) {
 /* ---------------------------------------------------------- tokenizer -- */
 
 /* tokenize(model, text, {addBos, special}) -> Int32Array */
-static napi_value tokenize(napi_env env, napi_callback_info info) {
+static napi_value tokenize(napi_env env, napi_callback_info info)
+{
     napi_value argv[3];
     addon_model *m;
     bool has_opts, add_bos = true, special = false;
@@ -270,7 +280,8 @@ static napi_value tokenize(napi_env env, napi_callback_info info) {
 }
 
 /* detokenize(model, tokens, {special}) -> string */
-static napi_value detokenize(napi_env env, napi_callback_info info) {
+static napi_value detokenize(napi_env env, napi_callback_info info)
+{
     napi_value argv[3];
     addon_model *m;
     bool has_opts, special = false;
@@ -301,7 +312,8 @@ static napi_value detokenize(napi_env env, napi_callback_info info) {
 }
 
 /* tokenToPiece(model, token, {special}) -> string */
-static napi_value token_to_piece(napi_env env, napi_callback_info info) {
+static napi_value token_to_piece(napi_env env, napi_callback_info info)
+{
     napi_value argv[3];
     addon_model *m;
     bool has_opts, special = false;
@@ -349,7 +361,8 @@ static napi_value token_to_piece(napi_env env, napi_callback_info info) {
 }
 
 /* isEog(model, token) -> boolean */
-static napi_value is_eog(napi_env env, napi_callback_info info) {
+static napi_value is_eog(napi_env env, napi_callback_info info)
+{
     napi_value argv[2], result;
     addon_model *m;
     napi_valuetype t;
@@ -373,7 +386,8 @@ static napi_value is_eog(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------ chat template -- */
 
-static void free_messages(strata_chat_message *msgs, size_t n) {
+static void free_messages(strata_chat_message *msgs, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         free((char *)msgs[i].role);
         free((char *)msgs[i].content);
@@ -381,7 +395,8 @@ static void free_messages(strata_chat_message *msgs, size_t n) {
     free(msgs);
 }
 
-static bool message_field(napi_env env, napi_value msg, const char *key, uint32_t i, char **out) {
+static bool message_field(napi_env env, napi_value msg, const char *key, uint32_t i, char **out)
+{
     napi_value v;
     char what[64];
     ADDON_CHECK(env, napi_get_named_property(env, msg, key, &v));
@@ -390,7 +405,8 @@ static bool message_field(napi_env env, napi_value msg, const char *key, uint32_
 }
 
 /* applyChatTemplate(model, [{role, content}], {template, addGenerationPrompt}) -> string */
-static napi_value apply_chat_template(napi_env env, napi_callback_info info) {
+static napi_value apply_chat_template(napi_env env, napi_callback_info info)
+{
     napi_value argv[3];
     addon_model *m;
     bool has_opts, is_array = false, add_gen = true;
@@ -452,7 +468,8 @@ static napi_value apply_chat_template(napi_env env, napi_callback_info info) {
     return result;
 }
 
-bool addon_register_model(napi_env env, napi_value exports) {
+bool addon_register_model(napi_env env, napi_value exports)
+{
     return addon_define(env, exports, "load", load) && addon_define(env, exports, "close", close_model) &&
            addon_define(env, exports, "modelInfo", model_info) &&
            addon_define(env, exports, "isClosed", is_closed) &&

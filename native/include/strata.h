@@ -69,6 +69,7 @@ typedef struct strata_model_info {
     char chat_template[16]; /* "chatml", "llama3", "llama2", "mistral", variants
                                such as "mistral-v3", or "plain" */
     strata_token bos, eos, eot;
+    bool add_bos;         /* prompts start with BOS by default (tokenizer.ggml.add_bos_token) */
 } strata_model_info;
 
 strata_err strata_model_load(const char *path, const strata_model_params *params,

@@ -459,4 +459,5 @@ void strata_model_get_info(const strata_model *m, strata_model_info *info)
     info->bos = st_tokenizer_bos(m->tok);
     info->eos = st_tokenizer_eos(m->tok);
     info->eot = st_tokenizer_eot(m->tok);
+    info->add_bos = st_tokenizer_add_bos_default(m->tok);
 }

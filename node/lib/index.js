@@ -101,15 +101,14 @@ class Model {
   /** @internal use loadModel() */
   constructor(native, info, ctxOptions) {
     this.#native = native;
-    this.#info = Object.freeze({ ...info });
+    // contextSize: the KV cache length this Model's context gets (the
+    // engine's default when not asked for: min(trained length, 4096)).
+    const contextSize = ctxOptions.contextSize || Math.min(info.nCtxTrain, 4096);
+    this.#info = Object.freeze({ ...info, contextSize });
     this.#ctxOptions = ctxOptions;
     // The model's own preference when the engine reports it; otherwise
     // llama.cpp's defaults: SPM vocabularies add BOS, Qwen's BPE does not.
-    if (typeof info.addBos === 'boolean') {
-      this.#addBos = info.addBos;
-    } else {
-      this.#addBos = info.tokenizer === 'spm' || !String(info.arch).startsWith('qwen');
-    }
+    this.#addBos = info.addBos;
   }
 
   /** Architecture, sizes, vocabulary and special tokens (plain object). */
