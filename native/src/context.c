@@ -1,5 +1,5 @@
-/* strata_ctx: KV cache and scratch buffers for one sequence; strata_eval. */
-#include "forward.h"
+/* strata_ctx: one sequence's KV cache and token history; strata_eval. */
+#include "batch.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +12,38 @@ void strata_ctx_params_default(strata_ctx_params *p)
     p->kv_f32 = false;
 }
 
-static float *alloc_floats(size_t n)
+strata_err st_ctx_new_kv(strata_model *model, int n_ctx, bool kv_f32, strata_ctx **out, strata_error *err)
 {
-    return st_aligned_alloc(64, n * sizeof(float));
+    *out = NULL;
+    const st_hparams *hp = &model->hp;
+    if (n_ctx <= 0 || n_ctx > (1 << 20)) {
+        return st_error(err, STRATA_ERR_ARG, "context size %d is out of range (1..1048576)", n_ctx);
+    }
+    strata_ctx *ctx = st_calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        return st_error(err, STRATA_ERR_NOMEM, "out of memory");
+    }
+    ctx->model = model;
+    ctx->n_ctx = n_ctx;
+    ctx->n_batch = n_ctx;
+    ctx->kv_type = kv_f32 ? ST_F32 : ST_F16;
+    const size_t kv_bytes = (size_t)n_ctx * st_kv_row_bytes(ctx);
+    ctx->kv = st_calloc((size_t)hp->n_layers, sizeof(st_kv_layer));
+    ctx->history = st_malloc_array((size_t)n_ctx, sizeof(strata_token));
+    ctx->logits = st_aligned_alloc(64, (size_t)hp->n_vocab * sizeof(float));
+    bool ok = ctx->kv && ctx->history && ctx->logits;
+    for (int l = 0; ok && l < hp->n_layers; l++) {
+        ctx->kv[l].k = st_aligned_alloc(64, kv_bytes);
+        ctx->kv[l].v = st_aligned_alloc(64, kv_bytes);
+        ok = ctx->kv[l].k && ctx->kv[l].v;
+    }
+    if (!ok) {
+        strata_ctx_free(ctx);
+        return st_error(err, STRATA_ERR_NOMEM, "out of memory for a %d-token context (%zu MiB KV cache)", n_ctx,
+                        (size_t)hp->n_layers * 2 * kv_bytes >> 20);
+    }
+    *out = ctx;
+    return STRATA_OK;
 }
 
 strata_err strata_ctx_new(strata_model *model, const strata_ctx_params *params, strata_ctx **out,
@@ -29,61 +58,23 @@ strata_err strata_ctx_new(strata_model *model, const strata_ctx_params *params, 
         strata_ctx_params_default(&defaults);
         params = &defaults;
     }
-    const st_hparams *hp = &model->hp;
-    int n_ctx = params->n_ctx > 0 ? params->n_ctx : ST_MIN(hp->n_ctx_train, 4096);
-    if (n_ctx > (1 << 20)) {
-        return st_error(err, STRATA_ERR_ARG, "context size %d is too large (1048576 at most)", n_ctx);
-    }
+    int n_ctx = params->n_ctx > 0 ? params->n_ctx : ST_MIN(model->hp.n_ctx_train, 4096);
     int n_batch = params->n_batch > 0 ? params->n_batch : 512;
     n_batch = ST_MIN(n_batch, n_ctx);
     int n_threads = params->n_threads > 0 ? params->n_threads : model->n_threads;
-
-    strata_ctx *ctx = st_calloc(1, sizeof(*ctx));
-    if (ctx == NULL) {
-        return st_error(err, STRATA_ERR_NOMEM, "out of memory");
-    }
-    ctx->model = model;
-    ctx->n_ctx = n_ctx;
-    ctx->n_batch = n_batch;
-    ctx->kv_type = params->kv_f32 ? ST_F32 : ST_F16;
-    ctx->simd = st_simd_level();
-    strata_err rc = st_pool_new(n_threads, &ctx->pool, err);
+    strata_ctx *ctx = NULL;
+    strata_err rc = st_ctx_new_kv(model, n_ctx, params->kv_f32, &ctx, err);
     if (rc != STRATA_OK) {
-        free(ctx);
         return rc;
     }
-    const size_t q_dim = (size_t)hp->n_head * hp->head_dim;
-    const size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
-    const size_t wide = ST_MAX(ST_MAX((size_t)hp->n_embd, q_dim), (size_t)hp->n_ff);
-    const size_t esz = params->kv_f32 ? 4 : 2;
-    const int nth = st_pool_size(ctx->pool);
-
-    ctx->kv = st_calloc((size_t)hp->n_layers, sizeof(st_kv_layer));
-    ctx->history = st_malloc_array((size_t)n_ctx, sizeof(strata_token));
-    ctx->x = alloc_floats((size_t)n_batch * hp->n_embd);
-    ctx->xn = alloc_floats((size_t)n_batch * ST_MAX((size_t)hp->n_embd, q_dim));
-    /* the widest converted row is F32 (4 bytes per element) */
-    ctx->xq_bytes = (size_t)n_batch * wide * 4 + 4096;
-    ctx->xq = st_aligned_alloc(64, ctx->xq_bytes);
-    ctx->q = alloc_floats((size_t)n_batch * q_dim);
-    ctx->k = alloc_floats((size_t)n_batch * kv_dim);
-    ctx->v = alloc_floats((size_t)n_batch * kv_dim);
-    ctx->gate = alloc_floats((size_t)n_batch * wide);
-    ctx->up = alloc_floats((size_t)n_batch * wide);
-    ctx->rope = alloc_floats((size_t)n_batch * hp->n_rot);
-    ctx->att_scratch = alloc_floats((size_t)nth * ((size_t)n_ctx + 2 * hp->head_dim));
-    ctx->logits = alloc_floats((size_t)hp->n_vocab);
-    bool ok = ctx->kv && ctx->history && ctx->x && ctx->xn && ctx->xq && ctx->q && ctx->k && ctx->v && ctx->gate &&
-              ctx->up && ctx->rope && ctx->att_scratch && ctx->logits;
-    for (int l = 0; ok && l < hp->n_layers; l++) {
-        ctx->kv[l].k = st_aligned_alloc(64, (size_t)n_ctx * kv_dim * esz);
-        ctx->kv[l].v = st_aligned_alloc(64, (size_t)n_ctx * kv_dim * esz);
-        ok = ctx->kv[l].k && ctx->kv[l].v;
+    ctx->n_batch = n_batch;
+    rc = st_pool_new(n_threads, &ctx->pool, err);
+    if (rc == STRATA_OK) {
+        rc = st_runner_new(model, n_batch, n_ctx, ctx->pool, &ctx->runner, err);
     }
-    if (!ok) {
+    if (rc != STRATA_OK) {
         strata_ctx_free(ctx);
-        return st_error(err, STRATA_ERR_NOMEM, "out of memory for a %d-token context (%zu MiB KV cache)", n_ctx,
-                        (size_t)hp->n_layers * 2 * n_ctx * kv_dim * esz >> 20);
+        return rc;
     }
     *out = ctx;
     return STRATA_OK;
@@ -101,18 +92,9 @@ void strata_ctx_free(strata_ctx *ctx)
         }
         free(ctx->kv);
     }
+    st_runner_free(ctx->runner);
     st_pool_free(ctx->pool);
     free(ctx->history);
-    st_aligned_free(ctx->x);
-    st_aligned_free(ctx->xn);
-    st_aligned_free(ctx->xq);
-    st_aligned_free(ctx->q);
-    st_aligned_free(ctx->k);
-    st_aligned_free(ctx->v);
-    st_aligned_free(ctx->gate);
-    st_aligned_free(ctx->up);
-    st_aligned_free(ctx->rope);
-    st_aligned_free(ctx->att_scratch);
     st_aligned_free(ctx->logits);
     free(ctx);
 }

@@ -1,10 +1,10 @@
-/* Forward pass: embeddings -> n_layers x (attention + SwiGLU FFN) -> logits.
+/* Forward pass: embeddings -> n_layers x (attention + SwiGLU FFN) -> logits,
+ * layer-major over a batch of sequences (see batch.h).
  *
  * Numerics follow llama.cpp's CPU backend so logits can be compared with it:
  * activations are converted to each weight's dot type (Q8_0/Q8_K/F16/...)
  * before a matmul, RMSNorm sums in double, RoPE uses ggml's cache recurrence. */
-#include "forward.h"
-
+#include "batch.h"
 #include "matmul.h"
 
 #include <math.h>
@@ -86,6 +86,106 @@ static void rope_apply(st_rope_kind kind, int n_rot, const float *cache, float *
     }
 }
 
+/* -------------------------------------------------------------- runner -- */
+
+struct st_runner {
+    const strata_model *model;
+    st_pool *pool;           /* not owned */
+    int simd;                /* kernel level for this CPU */
+    int max_tokens;
+    int n_ctx_max;
+    float *x;                /* (max_tokens, n_embd) residual stream */
+    float *xn;               /* (max_tokens, max(n_embd, q_dim)) normed input / attention out */
+    void *xq;                /* activations converted for the next matmul */
+    float *q;                /* (max_tokens, q_dim) */
+    float *k;                /* (max_tokens, kv_dim) */
+    float *v;                /* (max_tokens, kv_dim) */
+    float *gate;             /* (max_tokens, max(n_ff, n_embd)) */
+    float *up;               /* (max_tokens, max(n_ff, n_embd)) */
+    float *rope;             /* (max_tokens, n_rot) cos/sin pairs per row */
+    float *att_scratch;      /* (n_threads, n_ctx_max + 2 * head_dim) */
+    strata_ctx **row_ctx;    /* (max_tokens) sequence of each stacked row */
+    int *row_pos;            /* (max_tokens) position of each row */
+    float *out_rows;         /* (n_out_cap, n_vocab) logits of rows that want them */
+    int *out_row_idx;        /* (max_tokens) */
+    int n_out_cap;
+};
+
+static float *alloc_floats(size_t n)
+{
+    return st_aligned_alloc(64, (n == 0 ? 1 : n) * sizeof(float));
+}
+
+strata_err st_runner_new(const strata_model *m, int max_tokens, int n_ctx_max, st_pool *pool, st_runner **out,
+                         strata_error *err)
+{
+    *out = NULL;
+    if (max_tokens <= 0 || n_ctx_max <= 0 || pool == NULL) {
+        return st_error(err, STRATA_ERR_ARG, "runner needs max_tokens > 0, n_ctx_max > 0 and a thread pool");
+    }
+    const st_hparams *hp = &m->hp;
+    st_runner *r = st_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return st_error(err, STRATA_ERR_NOMEM, "out of memory");
+    }
+    r->model = m;
+    r->pool = pool;
+    r->simd = st_simd_level();
+    r->max_tokens = max_tokens;
+    r->n_ctx_max = n_ctx_max;
+    const size_t B = (size_t)max_tokens;
+    const size_t q_dim = (size_t)hp->n_head * hp->head_dim;
+    const size_t kv_dim = (size_t)hp->n_head_kv * hp->head_dim;
+    const size_t wide = ST_MAX(ST_MAX((size_t)hp->n_embd, q_dim), (size_t)hp->n_ff);
+    r->x = alloc_floats(B * hp->n_embd);
+    r->xn = alloc_floats(B * ST_MAX((size_t)hp->n_embd, q_dim));
+    r->xq = st_aligned_alloc(64, B * wide * 4 + 4096); /* widest converted row: F32 */
+    r->q = alloc_floats(B * q_dim);
+    r->k = alloc_floats(B * kv_dim);
+    r->v = alloc_floats(B * kv_dim);
+    r->gate = alloc_floats(B * wide);
+    r->up = alloc_floats(B * wide);
+    r->rope = alloc_floats(B * hp->n_rot);
+    r->att_scratch = alloc_floats((size_t)st_pool_size(pool) * ((size_t)n_ctx_max + 2 * hp->head_dim));
+    r->row_ctx = st_calloc(B, sizeof(strata_ctx *));
+    r->row_pos = st_calloc(B, sizeof(int));
+    r->out_row_idx = st_calloc(B, sizeof(int));
+    if (!r->x || !r->xn || !r->xq || !r->q || !r->k || !r->v || !r->gate || !r->up || !r->rope || !r->att_scratch ||
+        !r->row_ctx || !r->row_pos || !r->out_row_idx) {
+        st_runner_free(r);
+        return st_error(err, STRATA_ERR_NOMEM, "out of memory for a %d-token batch", max_tokens);
+    }
+    *out = r;
+    return STRATA_OK;
+}
+
+void st_runner_free(st_runner *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    st_aligned_free(r->x);
+    st_aligned_free(r->xn);
+    st_aligned_free(r->xq);
+    st_aligned_free(r->q);
+    st_aligned_free(r->k);
+    st_aligned_free(r->v);
+    st_aligned_free(r->gate);
+    st_aligned_free(r->up);
+    st_aligned_free(r->rope);
+    st_aligned_free(r->att_scratch);
+    st_aligned_free(r->out_rows);
+    free(r->row_ctx);
+    free(r->row_pos);
+    free(r->out_row_idx);
+    free(r);
+}
+
+int st_runner_max_tokens(const st_runner *r)
+{
+    return r->max_tokens;
+}
+
 /* ------------------------------------------------------------- matmuls -- */
 
 /* Up to three matmuls sharing one converted input, run as one pool job. */
@@ -107,66 +207,67 @@ static void mm_task(void *arg, int ith, int nth)
     }
 }
 
-/* Convert x (n_tok rows of n_in) for w's dot type, then y_i = w_i x. All
- * weights must share the dot type (true within a GGUF layer's q/k/v and
- * gate/up pairs; checked, with a fallback to separate conversions). */
-static void matmul_group(strata_ctx *ctx, const float *x, int n_tok, int n, const st_weight **ws, float **ys)
+/* y_i = w_i x for weights that read the same input x (n_tok rows of n_in).
+ * x is converted once per distinct dot type (q/k/v and gate/up share one in
+ * practice; Q4_K_M mixes Q4_K and Q6_K, which both read Q8_K). */
+static void matmul_group(st_runner *r, const float *x, int n_tok, int n, const st_weight **ws, float **ys)
 {
     int i = 0;
     while (i < n) {
-        mm_job job = {.simd = ctx->simd, .n_mm = 0, .xq = ctx->xq, .n_tok = n_tok};
+        mm_job job = {.simd = r->simd, .n_mm = 0, .xq = r->xq, .n_tok = n_tok};
         st_type vt = st_vec_dot_type(ws[i]->type);
-        st_quantize_activations(ws[i]->type, x, n_tok, ws[i]->n_in, ctx->xq);
-        while (i < n && st_vec_dot_type(ws[i]->type) == vt) {
+        st_quantize_activations(ws[i]->type, x, n_tok, ws[i]->n_in, r->xq);
+        while (i < n && job.n_mm < 3 && st_vec_dot_type(ws[i]->type) == vt) {
             job.w[job.n_mm] = ws[i];
             job.y[job.n_mm] = ys[i];
             job.n_mm++;
             i++;
         }
-        st_pool_run(ctx->pool, mm_task, &job);
+        st_pool_run(r->pool, mm_task, &job);
     }
 }
 
-static void matmul1(strata_ctx *ctx, const float *x, int n_tok, const st_weight *w, float *y)
+static void matmul1(st_runner *r, const float *x, int n_tok, const st_weight *w, float *y)
 {
-    matmul_group(ctx, x, n_tok, 1, &w, &y);
+    matmul_group(r, x, n_tok, 1, &w, &y);
 }
 
 /* ----------------------------------------------------------- attention -- */
 
 typedef struct {
-    strata_ctx *ctx;
+    st_runner *r;
     int layer;
-    int n_tok;
-    int pos0;       /* position of the first token */
-    float *out;     /* (n_tok, n_head * head_dim) */
+    int n_rows;
+    float *out;     /* (n_rows, n_head * head_dim) */
 } att_job;
 
 static void att_task(void *arg, int ith, int nth)
 {
     att_job *job = arg;
-    strata_ctx *ctx = job->ctx;
-    const st_hparams *hp = &ctx->model->hp;
+    st_runner *r = job->r;
+    const st_hparams *hp = &r->model->hp;
     const int hd = hp->head_dim;
     const int kv_dim = hp->n_head_kv * hd;
     const int group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const st_kv_layer *kv = &ctx->kv[job->layer];
-    const size_t esz = ctx->kv_type == ST_F16 ? 2 : 4;
-    st_vec_dot_fn dot = st_vec_dot_get(ctx->kv_type, ctx->simd);
-    float *scores = ctx->att_scratch + (size_t)ith * (ctx->n_ctx + 2 * hd);
-    float *qconv = scores + ctx->n_ctx; /* q in the cache's type (fp16 uses half of it) */
+    float *scores = r->att_scratch + (size_t)ith * (r->n_ctx_max + 2 * hd);
+    float *qconv = scores + r->n_ctx_max; /* q in the cache's type (fp16 uses half of it) */
     float *vrow = qconv + hd;
 
     int64_t start, end;
-    st_split_range((int64_t)job->n_tok * hp->n_head, ith, nth, &start, &end);
+    st_split_range((int64_t)job->n_rows * hp->n_head, ith, nth, &start, &end);
     for (int64_t task = start; task < end; task++) {
         const int t = (int)(task / hp->n_head);
         const int h = (int)(task % hp->n_head);
         const int g = h / group;
-        const int n_keys = job->pos0 + t + 1; /* causal: keys 0..pos */
-        const float *q = ctx->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
-        if (ctx->kv_type == ST_F16) {
+        const strata_ctx *ctx = r->row_ctx[t];
+        const st_kv_layer *kv = &ctx->kv[job->layer];
+        const bool f16 = ctx->kv_type == ST_F16;
+        const size_t esz = f16 ? 2 : 4;
+        st_vec_dot_fn dot = st_vec_dot_get(ctx->kv_type, r->simd);
+        const int n_keys = r->row_pos[t] + 1; /* causal: keys 0..pos */
+        const float *q = r->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
+        if (f16) {
             st_quantize_row(ST_F16, q, qconv, hd);
         } else {
             memcpy(qconv, q, (size_t)hd * sizeof(float));
@@ -195,7 +296,7 @@ static void att_task(void *arg, int ith, int nth)
             const float p = scores[j] * inv;
             const uint8_t *vr = (const uint8_t *)kv->v + ((size_t)j * kv_dim + (size_t)g * hd) * esz;
             const float *vf;
-            if (ctx->kv_type == ST_F16) {
+            if (f16) {
                 st_dequant_row(ST_F16, vr, vrow, hd);
                 vf = vrow;
             } else {
@@ -208,16 +309,23 @@ static void att_task(void *arg, int ith, int nth)
     }
 }
 
-static void kv_store(strata_ctx *ctx, int layer, int n_tok, int pos0)
+size_t st_kv_row_bytes(const strata_ctx *ctx)
 {
     const st_hparams *hp = &ctx->model->hp;
+    return (size_t)hp->n_head_kv * hp->head_dim * (ctx->kv_type == ST_F16 ? 2 : 4);
+}
+
+static void kv_store(st_runner *r, int layer, int n_rows)
+{
+    const st_hparams *hp = &r->model->hp;
     const int kv_dim = hp->n_head_kv * hp->head_dim;
-    const size_t esz = ctx->kv_type == ST_F16 ? 2 : 4;
-    for (int t = 0; t < n_tok; t++) {
-        uint8_t *kd = (uint8_t *)ctx->kv[layer].k + (size_t)(pos0 + t) * kv_dim * esz;
-        uint8_t *vd = (uint8_t *)ctx->kv[layer].v + (size_t)(pos0 + t) * kv_dim * esz;
-        st_quantize_row(ctx->kv_type, ctx->k + (size_t)t * kv_dim, kd, kv_dim);
-        st_quantize_row(ctx->kv_type, ctx->v + (size_t)t * kv_dim, vd, kv_dim);
+    for (int t = 0; t < n_rows; t++) {
+        strata_ctx *ctx = r->row_ctx[t];
+        const size_t rb = st_kv_row_bytes(ctx);
+        uint8_t *kd = (uint8_t *)ctx->kv[layer].k + (size_t)r->row_pos[t] * rb;
+        uint8_t *vd = (uint8_t *)ctx->kv[layer].v + (size_t)r->row_pos[t] * rb;
+        st_quantize_row(ctx->kv_type, r->k + (size_t)t * kv_dim, kd, kv_dim);
+        st_quantize_row(ctx->kv_type, r->v + (size_t)t * kv_dim, vd, kv_dim);
     }
 }
 
@@ -235,115 +343,276 @@ static void add_bias(float *y, const float *b, int n_tok, int n)
     }
 }
 
-static void attention_block(strata_ctx *ctx, int il, int n_tok, int pos0)
+static void attention_block(st_runner *r, const st_layer *l, int il, int n_rows)
 {
-    const strata_model *m = ctx->model;
-    const st_hparams *hp = &m->hp;
-    const st_layer *l = &m->layers[il];
+    const st_hparams *hp = &r->model->hp;
     const int n_embd = hp->n_embd;
     const int hd = hp->head_dim;
     const int q_dim = hp->n_head * hd;
     const int kv_dim = hp->n_head_kv * hd;
 
-    for (int t = 0; t < n_tok; t++) {
-        rmsnorm(ctx->xn + (size_t)t * n_embd, ctx->x + (size_t)t * n_embd, l->attn_norm, n_embd, hp->rms_eps);
+    for (int t = 0; t < n_rows; t++) {
+        rmsnorm(r->xn + (size_t)t * n_embd, r->x + (size_t)t * n_embd, l->attn_norm, n_embd, hp->rms_eps);
     }
     const st_weight *ws[3] = {&l->wq, &l->wk, &l->wv};
-    float *ys[3] = {ctx->q, ctx->k, ctx->v};
-    matmul_group(ctx, ctx->xn, n_tok, 3, ws, ys);
-    add_bias(ctx->q, l->bq, n_tok, q_dim);
-    add_bias(ctx->k, l->bk, n_tok, kv_dim);
-    add_bias(ctx->v, l->bv, n_tok, kv_dim);
+    float *ys[3] = {r->q, r->k, r->v};
+    matmul_group(r, r->xn, n_rows, 3, ws, ys);
+    add_bias(r->q, l->bq, n_rows, q_dim);
+    add_bias(r->k, l->bk, n_rows, kv_dim);
+    add_bias(r->v, l->bv, n_rows, kv_dim);
 
-    for (int t = 0; t < n_tok; t++) {
-        const float *cache = ctx->rope + (size_t)t * hp->n_rot;
+    for (int t = 0; t < n_rows; t++) {
+        const float *cache = r->rope + (size_t)t * hp->n_rot;
         for (int h = 0; h < hp->n_head; h++) {
-            float *qh = ctx->q + (size_t)t * q_dim + (size_t)h * hd;
+            float *qh = r->q + (size_t)t * q_dim + (size_t)h * hd;
             if (l->q_norm != NULL) {
                 rmsnorm(qh, qh, l->q_norm, hd, hp->rms_eps);
             }
             rope_apply(hp->rope_kind, hp->n_rot, cache, qh);
         }
         for (int h = 0; h < hp->n_head_kv; h++) {
-            float *kh = ctx->k + (size_t)t * kv_dim + (size_t)h * hd;
+            float *kh = r->k + (size_t)t * kv_dim + (size_t)h * hd;
             if (l->k_norm != NULL) {
                 rmsnorm(kh, kh, l->k_norm, hd, hp->rms_eps);
             }
             rope_apply(hp->rope_kind, hp->n_rot, cache, kh);
         }
     }
-    kv_store(ctx, il, n_tok, pos0);
+    kv_store(r, il, n_rows);
 
-    att_job job = {.ctx = ctx, .layer = il, .n_tok = n_tok, .pos0 = pos0, .out = ctx->xn};
-    st_pool_run(ctx->pool, att_task, &job);
+    att_job job = {.r = r, .layer = il, .n_rows = n_rows, .out = r->xn};
+    st_pool_run(r->pool, att_task, &job);
 
     /* output projection into gate (free scratch), then residual add */
-    matmul1(ctx, ctx->xn, n_tok, &l->wo, ctx->gate);
-    for (size_t i = 0; i < (size_t)n_tok * n_embd; i++) {
-        ctx->x[i] += ctx->gate[i];
+    matmul1(r, r->xn, n_rows, &l->wo, r->gate);
+    for (size_t i = 0; i < (size_t)n_rows * n_embd; i++) {
+        r->x[i] += r->gate[i];
     }
 }
 
-static void ffn_block(strata_ctx *ctx, int il, int n_tok)
+static void ffn_block(st_runner *r, const st_layer *l, int n_rows)
 {
-    const strata_model *m = ctx->model;
-    const st_hparams *hp = &m->hp;
-    const st_layer *l = &m->layers[il];
+    const st_hparams *hp = &r->model->hp;
     const int n_embd = hp->n_embd;
     const int n_ff = hp->n_ff;
 
-    for (int t = 0; t < n_tok; t++) {
-        rmsnorm(ctx->xn + (size_t)t * n_embd, ctx->x + (size_t)t * n_embd, l->ffn_norm, n_embd, hp->rms_eps);
+    for (int t = 0; t < n_rows; t++) {
+        rmsnorm(r->xn + (size_t)t * n_embd, r->x + (size_t)t * n_embd, l->ffn_norm, n_embd, hp->rms_eps);
     }
     const st_weight *ws[2] = {&l->w_gate, &l->w_up};
-    float *ys[2] = {ctx->gate, ctx->up};
-    matmul_group(ctx, ctx->xn, n_tok, 2, ws, ys);
-    for (size_t i = 0; i < (size_t)n_tok * n_ff; i++) {
-        const float g = ctx->gate[i];
-        ctx->gate[i] = g / (1.0f + expf(-g)) * ctx->up[i];
+    float *ys[2] = {r->gate, r->up};
+    matmul_group(r, r->xn, n_rows, 2, ws, ys);
+    for (size_t i = 0; i < (size_t)n_rows * n_ff; i++) {
+        const float g = r->gate[i];
+        r->gate[i] = g / (1.0f + expf(-g)) * r->up[i];
     }
-    matmul1(ctx, ctx->gate, n_tok, &l->w_down, ctx->up);
-    for (size_t i = 0; i < (size_t)n_tok * n_embd; i++) {
-        ctx->x[i] += ctx->up[i];
+    matmul1(r, r->gate, n_rows, &l->w_down, r->up);
+    for (size_t i = 0; i < (size_t)n_rows * n_embd; i++) {
+        r->x[i] += r->up[i];
     }
+}
+
+/* --------------------------------------------------------------- steps -- */
+
+static strata_err check_batch(const st_runner *r, const st_batch_seq *seqs, int n_seqs, int *n_rows,
+                              strata_error *err)
+{
+    const st_hparams *hp = &r->model->hp;
+    int rows = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const strata_ctx *ctx = seqs[s].ctx;
+        if (ctx == NULL || ctx->model != r->model || seqs[s].n <= 0 || seqs[s].toks == NULL) {
+            return st_error(err, STRATA_ERR_ARG, "batch entry %d: needs a context of this model and tokens", s);
+        }
+        if (ctx->n_ctx > r->n_ctx_max) {
+            return st_error(err, STRATA_ERR_INTERNAL, "context of %d tokens exceeds the runner's %d", ctx->n_ctx,
+                            r->n_ctx_max);
+        }
+        if (ctx->n_past + seqs[s].n > ctx->n_ctx) {
+            return st_error(err, STRATA_ERR_LIMIT,
+                            "context is full: %d cached + %d new tokens exceed the context size %d", ctx->n_past,
+                            seqs[s].n, ctx->n_ctx);
+        }
+        for (int j = 0; j < s; j++) {
+            if (seqs[j].ctx == ctx) {
+                return st_error(err, STRATA_ERR_ARG, "batch entries %d and %d share a context", j, s);
+            }
+        }
+        for (int t = 0; t < seqs[s].n; t++) {
+            if (seqs[s].toks[t] < 0 || seqs[s].toks[t] >= hp->n_vocab) {
+                return st_error(err, STRATA_ERR_ARG, "token id %d is out of range (vocabulary has %d tokens)",
+                                seqs[s].toks[t], hp->n_vocab);
+            }
+        }
+        rows += seqs[s].n;
+        if (rows > r->max_tokens) {
+            return st_error(err, STRATA_ERR_LIMIT, "batch of %d+ tokens exceeds the step size of %d", rows,
+                            r->max_tokens);
+        }
+    }
+    *n_rows = rows;
+    return STRATA_OK;
+}
+
+static bool wants_row(const st_batch_seq *q, int t)
+{
+    if (q->embd != NULL || (q->logits != NULL && q->all_logits)) {
+        return true;
+    }
+    return q->logits != NULL && t == q->n - 1;
+}
+
+/* Final norm and output matmul for the rows that want logits or embeddings. */
+static strata_err head_step(st_runner *r, const st_part_view *head, st_batch_seq *seqs, int n_seqs,
+                            strata_error *err)
+{
+    const st_hparams *hp = &r->model->hp;
+    const int n_embd = hp->n_embd;
+    int n_out = 0;
+    int row = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        for (int t = 0; t < seqs[s].n; t++, row++) {
+            if (wants_row(&seqs[s], t)) {
+                r->out_row_idx[n_out++] = row;
+            }
+        }
+    }
+    if (n_out == 0) {
+        return STRATA_OK;
+    }
+    for (int i = 0; i < n_out; i++) {
+        const int src = r->out_row_idx[i];
+        rmsnorm(r->xn + (size_t)i * n_embd, r->x + (size_t)src * n_embd, head->out_norm, n_embd, hp->rms_eps);
+    }
+    if (n_out > r->n_out_cap) {
+        st_aligned_free(r->out_rows);
+        r->out_rows = alloc_floats((size_t)n_out * hp->n_vocab);
+        r->n_out_cap = r->out_rows ? n_out : 0;
+        if (r->out_rows == NULL) {
+            return st_error(err, STRATA_ERR_NOMEM, "out of memory for %d rows of logits", n_out);
+        }
+    }
+    bool any_logits = false;
+    for (int s = 0; s < n_seqs; s++) {
+        any_logits = any_logits || seqs[s].logits != NULL;
+    }
+    if (any_logits) {
+        matmul1(r, r->xn, n_out, &head->output, r->out_rows);
+    }
+    /* hand rows back to their sequences */
+    int i = 0;
+    row = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        st_batch_seq *q = &seqs[s];
+        for (int t = 0; t < q->n; t++, row++) {
+            if (!wants_row(q, t)) {
+                continue;
+            }
+            if (q->embd != NULL) {
+                memcpy(q->embd + (size_t)t * n_embd, r->xn + (size_t)i * n_embd, (size_t)n_embd * sizeof(float));
+            }
+            if (q->logits != NULL && (q->all_logits || t == q->n - 1)) {
+                float *dst = q->logits + (q->all_logits ? (size_t)t * hp->n_vocab : 0);
+                memcpy(dst, r->out_rows + (size_t)i * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
+            }
+            i++;
+        }
+    }
+    return STRATA_OK;
+}
+
+strata_err st_forward_batch(st_runner *r, const st_part_source *src, st_batch_seq *seqs, int n_seqs,
+                            strata_error *err)
+{
+    const st_hparams *hp = &r->model->hp;
+    int n_rows = 0;
+    strata_err rc = check_batch(r, seqs, n_seqs, &n_rows, err);
+    if (rc != STRATA_OK || n_rows == 0) {
+        return rc;
+    }
+    /* stack rows: sequence, position, RoPE angles */
+    int row = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        for (int t = 0; t < seqs[s].n; t++, row++) {
+            r->row_ctx[row] = seqs[s].ctx;
+            r->row_pos[row] = seqs[s].ctx->n_past + t;
+            rope_cache(hp, r->model->rope_freqs, r->row_pos[row], r->rope + (size_t)row * hp->n_rot);
+        }
+    }
+    st_part_view view;
+    if ((rc = src->acquire(src->user, ST_PART_EMBED, &view, err)) != STRATA_OK) {
+        return rc;
+    }
+    const size_t row_bytes = st_row_bytes(view.tok_embd.type, hp->n_embd);
+    row = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        for (int t = 0; t < seqs[s].n; t++, row++) {
+            const uint8_t *e = (const uint8_t *)view.tok_embd.data + (size_t)seqs[s].toks[t] * row_bytes;
+            st_dequant_row(view.tok_embd.type, e, r->x + (size_t)row * hp->n_embd, hp->n_embd);
+        }
+    }
+    src->release(src->user, ST_PART_EMBED);
+    for (int il = 0; il < hp->n_layers; il++) {
+        if ((rc = src->acquire(src->user, il, &view, err)) != STRATA_OK) {
+            return rc;
+        }
+        attention_block(r, view.layer, il, n_rows);
+        ffn_block(r, view.layer, n_rows);
+        src->release(src->user, il);
+    }
+    if ((rc = src->acquire(src->user, ST_PART_HEAD(hp->n_layers), &view, err)) != STRATA_OK) {
+        return rc;
+    }
+    rc = head_step(r, &view, seqs, n_seqs, err);
+    src->release(src->user, ST_PART_HEAD(hp->n_layers));
+    if (rc != STRATA_OK) {
+        return rc;
+    }
+    for (int s = 0; s < n_seqs; s++) {
+        strata_ctx *ctx = seqs[s].ctx;
+        memcpy(ctx->history + ctx->n_past, seqs[s].toks, (size_t)seqs[s].n * sizeof(strata_token));
+        ctx->n_past += seqs[s].n;
+    }
+    return STRATA_OK;
 }
 
 strata_err st_forward(strata_ctx *ctx, const strata_token *toks, int n, float *logits, strata_error *err)
 {
-    const strata_model *m = ctx->model;
-    const st_hparams *hp = &m->hp;
-    if (n <= 0 || n > ctx->n_batch) {
-        return st_error(err, STRATA_ERR_INTERNAL, "forward batch of %d tokens (1..%d allowed)", n, ctx->n_batch);
+    if (ctx->runner == NULL) {
+        return st_error(err, STRATA_ERR_INTERNAL, "this context has no runner of its own");
     }
-    if (ctx->n_past + n > ctx->n_ctx) {
-        return st_error(err, STRATA_ERR_LIMIT, "context is full: %d cached + %d new tokens exceed the context size %d",
-                        ctx->n_past, n, ctx->n_ctx);
-    }
-    for (int t = 0; t < n; t++) {
-        if (toks[t] < 0 || toks[t] >= hp->n_vocab) {
-            return st_error(err, STRATA_ERR_ARG, "token id %d is out of range (vocabulary has %d tokens)", toks[t],
-                            hp->n_vocab);
-        }
-    }
-    const int pos0 = ctx->n_past;
-    const size_t row_bytes = st_row_bytes(m->tok_embd.type, hp->n_embd);
-    for (int t = 0; t < n; t++) {
-        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)toks[t] * row_bytes;
-        st_dequant_row(m->tok_embd.type, row, ctx->x + (size_t)t * hp->n_embd, hp->n_embd);
-        rope_cache(hp, m->rope_freqs, pos0 + t, ctx->rope + (size_t)t * hp->n_rot);
-    }
-    for (int il = 0; il < hp->n_layers; il++) {
-        attention_block(ctx, il, n, pos0);
-        ffn_block(ctx, il, n);
-    }
-    for (int t = 0; t < n; t++) {
-        ctx->history[pos0 + t] = toks[t];
-    }
-    ctx->n_past += n;
-    if (logits != NULL) {
-        float *last = ctx->xn;
-        rmsnorm(last, ctx->x + (size_t)(n - 1) * hp->n_embd, m->out_norm, hp->n_embd, hp->rms_eps);
-        matmul1(ctx, last, 1, &m->output, logits);
+    st_batch_seq seq = {.ctx = ctx, .toks = toks, .n = n, .logits = logits};
+    return st_forward_batch(ctx->runner, &ctx->model->source, &seq, 1, err);
+}
+
+/* ------------------------------------------------------ resident source -- */
+
+static strata_err resident_acquire(void *user, int part, st_part_view *view, strata_error *err)
+{
+    const strata_model *m = user;
+    memset(view, 0, sizeof(*view));
+    if (part == ST_PART_EMBED) {
+        view->tok_embd = m->tok_embd;
+    } else if (part == ST_PART_HEAD(m->hp.n_layers)) {
+        view->out_norm = m->out_norm;
+        view->output = m->output;
+    } else if (part >= 0 && part < m->hp.n_layers) {
+        view->layer = &m->layers[part];
+    } else {
+        return st_error(err, STRATA_ERR_INTERNAL, "no weight part %d", part);
     }
     return STRATA_OK;
+}
+
+static void resident_release(void *user, int part)
+{
+    (void)user;
+    (void)part;
+}
+
+void st_part_source_resident(strata_model *m, st_part_source *out)
+{
+    out->user = m;
+    out->acquire = resident_acquire;
+    out->release = resident_release;
 }

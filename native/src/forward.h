@@ -1,9 +1,12 @@
-/* The transformer forward pass over a KV cache (the strata_ctx). */
+/* A sequence's state (strata_ctx: KV cache, token history) and the
+ * single-sequence forward entry point. The batched pass is in batch.h. */
 #ifndef ST_FORWARD_H
 #define ST_FORWARD_H
 
 #include "model.h"
 #include "threadpool.h"
+
+typedef struct st_runner st_runner;
 
 /* Per-layer KV cache: n_ctx rows of kv_dim elements in F16 or F32. */
 typedef struct {
@@ -13,32 +16,28 @@ typedef struct {
 
 struct strata_ctx {
     strata_model *model;
-    st_pool *pool;
-    int simd;               /* kernel level for this CPU */
     int n_ctx;
     int n_batch;
     st_type kv_type;        /* ST_F16 or ST_F32 */
     st_kv_layer *kv;        /* (n_layers) */
     int n_past;             /* positions filled in the cache */
     strata_token *history;  /* (n_ctx) tokens at each cached position */
-
-    /* scratch, sized for n_batch tokens */
-    float *x;               /* (n_batch, n_embd) residual stream */
-    float *xn;              /* (n_batch, max(n_embd, q_dim)) normalized input / attention out */
-    void *xq;               /* activations converted for the next matmul */
-    size_t xq_bytes;
-    float *q;               /* (n_batch, q_dim) */
-    float *k;               /* (n_batch, kv_dim) */
-    float *v;               /* (n_batch, kv_dim) */
-    float *gate;            /* (n_batch, n_ff) */
-    float *up;              /* (n_batch, n_ff) */
-    float *rope;            /* (n_batch, n_rot) cos/sin pairs per position */
-    float *att_scratch;     /* (n_threads, n_ctx + 2 * head_dim) */
     float *logits;          /* (n_vocab) */
+    /* for running this sequence alone (strata_eval, strata_generate); NULL
+     * when the context only takes part in a scheduler's batches */
+    st_pool *pool;
+    st_runner *runner;
 };
 
 /* Run n tokens (n <= n_batch) at positions n_past.. and advance n_past.
  * If logits is non-NULL, the last token's logits are written to it. */
 strata_err st_forward(strata_ctx *ctx, const strata_token *toks, int n, float *logits, strata_error *err);
+
+/* A context with a KV cache only (no pool/runner of its own): for sequences
+ * that a scheduler runs in shared batches. */
+strata_err st_ctx_new_kv(strata_model *model, int n_ctx, bool kv_f32, strata_ctx **out, strata_error *err);
+
+/* Size in bytes of one cached K or V row (kv_dim elements). */
+size_t st_kv_row_bytes(const strata_ctx *ctx);
 
 #endif

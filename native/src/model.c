@@ -395,6 +395,7 @@ strata_err strata_model_load(const char *path, const strata_model_params *params
         goto fail;
     }
     summarize(m);
+    st_part_source_resident(m, &m->source);
     snprintf(m->chat_template, sizeof(m->chat_template), "%s", st_chat_detect(st_tokenizer_chat_template(m->tok)));
     m->n_threads = params->n_threads > 0 ? params->n_threads : 0;
     if (params->use_mlock && m->gguf->mapped) {

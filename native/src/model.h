@@ -44,6 +44,28 @@ typedef struct {
     st_weight w_down;       /* (n_ff -> n_embd) */
 } st_layer;
 
+/* A view of one weight part: token embeddings (ST_PART_EMBED), a block, or
+ * the output head. See batch.h. */
+typedef struct {
+    const st_layer *layer;  /* blocks 0..L-1 */
+    st_weight tok_embd;     /* ST_PART_EMBED: (n_vocab rows of n_embd) */
+    const float *out_norm;  /* ST_PART_HEAD: (n_embd) */
+    st_weight output;       /* ST_PART_HEAD: (n_embd -> n_vocab) */
+} st_part_view;
+
+#define ST_PART_EMBED (-1)
+#define ST_PART_HEAD(n_layers) (n_layers)
+
+/* Where a forward pass gets weights: resident tensors or a streamer. */
+typedef struct st_part_source {
+    void *user;
+    /* Make part `part` available (may block while it loads); fills *view,
+     * valid until release(part). */
+    strata_err (*acquire)(void *user, int part, st_part_view *view, strata_error *err);
+    /* The step is done with `part`: a streamer may drop it. */
+    void (*release)(void *user, int part);
+} st_part_source;
+
 typedef struct {
     st_arch arch;
     int n_layers;
@@ -83,7 +105,11 @@ struct strata_model {
     char weight_type[16];
     uint64_t n_params;
     char name[128];
+    st_part_source source;  /* resident by default; a streamer for streamed models */
 };
+
+/* The resident source: views straight into the model's tensors. */
+void st_part_source_resident(strata_model *m, st_part_source *out);
 
 const st_tokenizer *st_model_tokenizer(const strata_model *m);
 
