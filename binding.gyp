@@ -18,7 +18,7 @@
       "cflags": ["-O2", "-pthread", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_c": ["-std=c11"],
       "ldflags": ["-pthread"],
-      "libraries": ["-lm", "-pthread"],
+      "libraries": ["-lm", "-pthread", "-ljansson"],
       "configurations": {
         "Release": {
           "cflags!": ["-O3"],

@@ -3,12 +3,14 @@
 #include "model.h"
 
 #include "chat.h"
+#include "hf_import.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 typedef struct {
     strata_model *m;
@@ -17,6 +19,7 @@ typedef struct {
     float **owned;          /* dequantized copies of small non-F32 vectors */
     size_t n_owned;
     size_t cap_owned;
+    bool meta_only;         /* st_model_load_meta: no weight tensors */
 } loader;
 
 static bool get_int(loader *ld, const char *suffix, int64_t *out, bool required)
@@ -256,6 +259,10 @@ static strata_err load_tensors(loader *ld)
     strata_err rc;
     char name[96];
 
+    if (ld->meta_only) {
+        /* split store meta file: weights come from a streamer */
+        return get_vector(ld, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freqs);
+    }
     if ((rc = get_weight(ld, "token_embd.weight", hp->n_embd, hp->n_vocab, true, &m->tok_embd)) != STRATA_OK) {
         return rc;
     }
@@ -344,8 +351,8 @@ void strata_model_params_default(strata_model_params *p)
     p->use_mlock = false;
 }
 
-strata_err strata_model_load(const char *path, const strata_model_params *params, strata_model **out,
-                             strata_error *err)
+static strata_err load_model(const char *path, const strata_model_params *params, bool meta_only,
+                             strata_model **out, strata_error *err)
 {
     strata_model_params defaults;
     if (out == NULL || path == NULL) {
@@ -356,11 +363,21 @@ strata_err strata_model_load(const char *path, const strata_model_params *params
         strata_model_params_default(&defaults);
         params = &defaults;
     }
+    /* a Hugging Face folder: convert it once to GGUF (hf_import.h), load that */
+    char hf_gguf[4096];
+    struct stat path_st;
+    if (stat(path, &path_st) == 0 && S_ISDIR(path_st.st_mode)) {
+        strata_err hrc = st_hf_resolve(path, hf_gguf, sizeof(hf_gguf), err);
+        if (hrc != STRATA_OK) {
+            return hrc;
+        }
+        path = hf_gguf;
+    }
     strata_model *m = st_calloc(1, sizeof(*m));
     if (m == NULL) {
         return st_error(err, STRATA_ERR_NOMEM, "out of memory");
     }
-    loader ld = {.m = m, .err = err};
+    loader ld = {.m = m, .err = err, .meta_only = meta_only};
     strata_err rc = gguf_open(path, params->use_mmap, &m->gguf, err);
     if (rc != STRATA_OK) {
         free(m);
@@ -418,10 +435,26 @@ fail:
     return rc;
 }
 
+strata_err strata_model_load(const char *path, const strata_model_params *params, strata_model **out,
+                             strata_error *err)
+{
+    return load_model(path, params, false, out, err);
+}
+
+/* Declared in store.h (split store): metadata, tokenizer, hparams only. */
+strata_err st_model_load_meta(const char *path, const strata_model_params *params, strata_model **out,
+                              strata_error *err)
+{
+    return load_model(path, params, true, out, err);
+}
+
 void strata_model_free(strata_model *m)
 {
     if (m == NULL) {
         return;
+    }
+    if (m->source_free != NULL) {
+        m->source_free(m->source.user);
     }
     for (size_t i = 0; i < m->n_owned_vecs; i++) {
         free(m->owned_vecs[i]);
