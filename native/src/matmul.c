@@ -1,31 +1,49 @@
 /* Weight x activation products: the hot loop of every forward pass.
  *
  * Two shapes matter. Token generation (n_tok == 1) is a GEMV over the whole
- * weight set: memory bound, so it streams every weight row exactly once with
- * cheap per-block arithmetic. Prompt processing (n_tok > 1) is compute bound:
- * 16 weight rows are repacked into a "strip" where each 32-bit lane of a
- * 512-bit register holds 4 consecutive weights of one row, so one vpdpbusd
- * (or FMA) with a broadcast activation word updates 16 rows at once; a tile of
- * up to 8 tokens reuses every loaded weight register 8 times.
+ * weight set and memory bound: st_gemv_avx512 (quant_avx512.c) streams every
+ * weight row once. Prompt processing (n_tok > 1) is compute bound: 16
+ * quantized weight rows are repacked into a "strip" where each 32-bit lane of
+ * a 512-bit register holds 4 consecutive weights of one row, so one vpdpbusd
+ * with a broadcast activation word updates 16 rows at once, and a tile of up
+ * to 8 tokens reuses every loaded weight register 8 times. Float weights
+ * (F32/F16/BF16) need no repacking: 4x4 tiles of (row, token) accumulators.
  *
  * Integer strips hold unsigned bytes (vpdpbusd multiplies u8 x s8):
  *   Q8_0: w + 128, corrected by -128 * sum(x) per block;
  *   Q4_0: q in 0..15 (w = q - 8), corrected by -8 * sum(x);
  *   Q4_K/Q5_K/Q6_K: q as stored (0..15/31/63); the mins (and Q6_K's -32
- *   offset) are applied through the Q8_K block sums with vpdpwssd.
+ *   offset) come from the Q8_K block sums through vpdpwssd.
  *
- * The scalar and AVX2 levels use the per-row dot kernels (st_vec_dot_get),
- * walking tokens in blocks so a weight row is reused from L1.
+ * Batch invariance: Y[t][o] is bit-identical however tokens are batched,
+ * placed in tiles or split over threads (the scheduler's continuous batching
+ * and prefix reuse rely on it). Every AVX-512 path computes the same
+ * canonical per-(row, token) sequence: integer block dots are exact, then one
+ * float chain per row in block order, e.g. for Q8_0
+ *     f = fma((float)isum_b, d_w * d_x, f)   for b = 0, 1, ...
+ * matmul_test checks it. The scalar and AVX2 levels use the per-row dot
+ * kernels (st_vec_dot_get), batch-invariant by construction; results differ
+ * between levels in the last bits.
  */
+/* The batched and single-token kernels must round identically: no FMA
+ * contraction beyond the explicit intrinsics (clang contracts a*b+c by
+ * default, GCC in GNU modes). */
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include "matmul.h"
 
 #include "common.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define STRIP 16 /* weight rows per packed strip: one zmm lane each */
-#define TILE 8   /* tokens per register tile */
+#define TILE 8   /* tokens per register tile (10 and 12 measured no faster) */
 
 /* -------------------------------------------------- activation formats -- */
 
@@ -94,10 +112,11 @@ typedef struct {
 
 /* Packed strip layouts (bytes per block, 64-byte aligned):
  *   Q8 family (per 32 weights): q[8][64] u8, d[16] f32                 = 576
- *   K family (per 256 weights): q[64][64] u8, ds[NSB][16] f32 (d*scale),
- *                               mp[8][16] int16 pairs, dmin[16] f32    */
+ *   K family (per 256 weights): q[64][64] u8, sc[NSUB][16] int32 (the
+ *     sub-block scales), mp[8][16] int16 pairs (factors of the block sums),
+ *     d[16] f32, negdmin[16] f32 (-dmin; unused by Q6_K)              */
 #define Q8_PACK 576
-#define KQ_PACK(nsb) (4096 + (nsb) * 64 + 512 + 64)
+#define KQ_PACK(nsb) (4096 + (nsb) * 64 + 512 + 128)
 
 static inline int32_t ld32(const void *p)
 {
@@ -126,66 +145,89 @@ ST_INLINE ST_AVX512 void store_rows(float *y, __m512 v, int nr)
 /* ---- Q8_0 / Q4_0 ---- */
 
 /* Transpose a 16x8 matrix of 32-bit words: rows[r] holds 8 words of weight
- * row r; out[j] (64 bytes) gets word j of rows 0..15. */
+ * row r; out[j] (64 bytes) gets word j of rows 0..15. Rows r and r+8 share a
+ * zmm; two unpack stages build, in each 128-bit lane, one word of 4 rows; a
+ * two-source permute then gathers the four lanes of each output. */
 ST_INLINE ST_AVX512 void transpose_16x8(const __m256i rows[16], uint8_t *out)
 {
-    /* pair rows r and r+8 in one zmm, then an 8x8 transpose of 64-bit pairs */
-    __m512i z[8];
-    for (int r = 0; r < 8; r++) {
-        z[r] = _mm512_inserti64x4(_mm512_castsi256_si512(rows[r]), rows[r + 8], 1);
-    }
-    /* z[r] = [r.w0..r.w7 | (r+8).w0..w7]; interleave words, then quads */
-    __m512i a[8], b[8];
-    for (int r = 0; r < 8; r += 2) {
-        a[r] = _mm512_unpacklo_epi32(z[r], z[r + 1]);     /* r0 r1 r0 r1 (w0,w1 | w4,w5) */
-        a[r + 1] = _mm512_unpackhi_epi32(z[r], z[r + 1]); /* (w2,w3 | w6,w7) */
-    }
-    for (int r = 0; r < 8; r += 4) {
-        b[r] = _mm512_unpacklo_epi64(a[r], a[r + 2]);         /* w0 of r..r+3 | w4 */
-        b[r + 1] = _mm512_unpackhi_epi64(a[r], a[r + 2]);     /* w1 | w5 */
-        b[r + 2] = _mm512_unpacklo_epi64(a[r + 1], a[r + 3]); /* w2 | w6 */
-        b[r + 3] = _mm512_unpackhi_epi64(a[r + 1], a[r + 3]); /* w3 | w7 */
-    }
-    /* b[0..3]: rows 0-3 (and 8-11), b[4..7]: rows 4-7 (and 12-15). Each 128-bit
-     * lane L of b[k] holds word (k%4 + 4*(L%2)) of rows 4*(k/4)+(0..3) (+8 if L>=2). */
+#define Z(r) _mm512_inserti64x4(_mm512_castsi256_si512(rows[r]), rows[(r) + 8], 1)
+    const __m512i z0 = Z(0), z1 = Z(1), z2 = Z(2), z3 = Z(3), z4 = Z(4), z5 = Z(5), z6 = Z(6), z7 = Z(7);
+#undef Z
+    /* lanes: [r.w0-3 | r.w4-7 | (r+8).w0-3 | (r+8).w4-7] */
+    const __m512i a0 = _mm512_unpacklo_epi32(z0, z1), a1 = _mm512_unpackhi_epi32(z0, z1);
+    const __m512i a2 = _mm512_unpacklo_epi32(z2, z3), a3 = _mm512_unpackhi_epi32(z2, z3);
+    const __m512i a4 = _mm512_unpacklo_epi32(z4, z5), a5 = _mm512_unpackhi_epi32(z4, z5);
+    const __m512i a6 = _mm512_unpacklo_epi32(z6, z7), a7 = _mm512_unpackhi_epi32(z6, z7);
+    /* b[k], b[k+4] (k < 4): lanes [w_k | w_k+4 | w_k (rows+8) | w_k+4 (rows+8)]
+     * of rows 0-3 and 4-7 respectively */
+    const __m512i b0 = _mm512_unpacklo_epi64(a0, a2), b1 = _mm512_unpackhi_epi64(a0, a2);
+    const __m512i b2 = _mm512_unpacklo_epi64(a1, a3), b3 = _mm512_unpackhi_epi64(a1, a3);
+    const __m512i b4 = _mm512_unpacklo_epi64(a4, a6), b5 = _mm512_unpackhi_epi64(a4, a6);
+    const __m512i b6 = _mm512_unpacklo_epi64(a5, a7), b7 = _mm512_unpackhi_epi64(a5, a7);
     const __m512i idx_lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
     const __m512i idx_hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    for (int k = 0; k < 4; k++) {
-        /* rows 0-3 | 4-7 | 8-11 | 12-15 for word k and word k+4 */
-        const __m512i lo = _mm512_permutex2var_epi64(b[k], idx_lo, b[k + 4]);
-        const __m512i hi = _mm512_permutex2var_epi64(b[k], idx_hi, b[k + 4]);
-        _mm512_store_si512((__m512i *)(out + 64 * k), lo);
-        _mm512_store_si512((__m512i *)(out + 64 * (k + 4)), hi);
+    _mm512_store_si512((__m512i *)(out + 0), _mm512_permutex2var_epi64(b0, idx_lo, b4));
+    _mm512_store_si512((__m512i *)(out + 64), _mm512_permutex2var_epi64(b1, idx_lo, b5));
+    _mm512_store_si512((__m512i *)(out + 128), _mm512_permutex2var_epi64(b2, idx_lo, b6));
+    _mm512_store_si512((__m512i *)(out + 192), _mm512_permutex2var_epi64(b3, idx_lo, b7));
+    _mm512_store_si512((__m512i *)(out + 256), _mm512_permutex2var_epi64(b0, idx_hi, b4));
+    _mm512_store_si512((__m512i *)(out + 320), _mm512_permutex2var_epi64(b1, idx_hi, b5));
+    _mm512_store_si512((__m512i *)(out + 384), _mm512_permutex2var_epi64(b2, idx_hi, b6));
+    _mm512_store_si512((__m512i *)(out + 448), _mm512_permutex2var_epi64(b3, idx_hi, b7));
+}
+
+/* 16 fp16 values from 16 rows (zero for rows >= nr) to floats. */
+ST_INLINE ST_AVX512 __m512 gather_f16x16(const uint8_t *p, size_t stride, int nr)
+{
+#define H(r) ((r) < nr ? (uint64_t)ld16(p + (size_t)(r) * stride) : 0u)
+#define Q(k) (long long)(H(4 * (k)) | H(4 * (k) + 1) << 16 | H(4 * (k) + 2) << 32 | H(4 * (k) + 3) << 48)
+    return _mm512_cvtph_ps(_mm256_setr_epi64x(Q(0), Q(1), Q(2), Q(3)));
+#undef Q
+#undef H
+}
+
+/* The 32 weights of one Q8_0/Q4_0 block as unsigned bytes. */
+ST_INLINE ST_AVX512 __m256i q8_block_u8(bool q4, const uint8_t *blk)
+{
+    if (q4) {
+        const __m128i tmp = _mm_loadu_si128((const __m128i *)(blk + 2));
+        return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), _mm256_set1_epi8(0xF));
+    }
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
+}
+
+ST_INLINE ST_AVX512 void pack_q8_blocks(const bool q4, const bool full, const uint8_t *W, size_t wrow, int nr,
+                                        int64_t nb, uint8_t *strip)
+{
+    const size_t bsz = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *pb = strip + b * Q8_PACK;
+        const uint8_t *blk0 = W + (size_t)b * bsz;
+        __m256i rows[STRIP];
+#define ROW(r) rows[r] = full || (r) < nr ? q8_block_u8(q4, blk0 + (size_t)(r) * wrow) : _mm256_setzero_si256()
+        ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5); ROW(6); ROW(7);
+        ROW(8); ROW(9); ROW(10); ROW(11); ROW(12); ROW(13); ROW(14); ROW(15);
+#undef ROW
+        transpose_16x8(rows, pb);
+        _mm512_store_ps((float *)(pb + 512), gather_f16x16(blk0, wrow, full ? STRIP : nr));
     }
 }
 
 /* Pack rows [0, nr) of a Q8_0 (q4 = false) or Q4_0 (q4 = true) strip. */
 static ST_AVX512 void pack_q8_strip(bool q4, const uint8_t *W, size_t wrow, int nr, int64_t nb, uint8_t *strip)
 {
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *pb = strip + b * Q8_PACK;
-        float *d = (float *)(pb + 512);
-        __m256i rows[STRIP];
-        for (int r = 0; r < STRIP; r++) {
-            if (r >= nr) {
-                rows[r] = _mm256_setzero_si256();
-                d[r] = 0.0f;
-                continue;
-            }
-            const uint8_t *blk = W + (size_t)r * wrow;
-            if (q4) {
-                blk += b * sizeof(block_q4_0);
-                const __m128i tmp = _mm_loadu_si128((const __m128i *)(blk + 2));
-                rows[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), m4);
-            } else {
-                blk += b * sizeof(block_q8_0);
-                rows[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), flip);
-            }
-            d[r] = _cvtsh_ss(ld16(blk));
+    if (q4) {
+        if (nr == STRIP) {
+            pack_q8_blocks(true, true, W, wrow, nr, nb, strip);
+        } else {
+            pack_q8_blocks(true, false, W, wrow, nr, nb, strip);
         }
-        transpose_16x8(rows, pb);
+    } else {
+        if (nr == STRIP) {
+            pack_q8_blocks(false, true, W, wrow, nr, nb, strip);
+        } else {
+            pack_q8_blocks(false, false, W, wrow, nr, nb, strip);
+        }
     }
 }
 
@@ -280,177 +322,168 @@ static ST_AVX512 void tile_q8_any(int T, const uint8_t *strip, int64_t nb, const
     }
 }
 
-/* GEMV for Q8_0 / Q4_0 weights: R rows at a time share each activation block;
- * the u8 trick replaces the abs/sign pair of the plain dot. */
-ST_INLINE ST_AVX512 void gemv_q8_rows(const int R, bool q4, const uint8_t *W, size_t wrow, int64_t nb,
-                                      const uint8_t *x, const q8_info *info, float *y)
-{
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const size_t bsz = q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
-    __m256 facc[4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        facc[r] = _mm256_setzero_ps();
-    }
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i xq = _mm256_loadu_si256((const __m256i *)(x + b * sizeof(block_q8_0) + 2));
-        const __m256i corr = _mm256_zextsi128_si256(_mm_cvtsi32_si128(info[b].corr));
-        const __m256 dx = _mm256_set1_ps(info[b].d);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const uint8_t *blk = W + (size_t)r * wrow + (size_t)b * bsz;
-            _mm_prefetch((const char *)blk + 8 * bsz, _MM_HINT_T0);
-            __m256i w;
-            if (q4) {
-                const __m128i tmp = _mm_loadu_si128((const __m128i *)(blk + 2));
-                w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), m4);
-            } else {
-                w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), flip);
-            }
-            const __m256i acc = _mm256_dpbusd_epi32(corr, w, xq);
-            const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)ld16(blk)));
-            facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, dx), facc[r]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        __m128 s = _mm_add_ps(_mm256_extractf128_ps(facc[r], 1), _mm256_castps256_ps128(facc[r]));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        y[r] = _mm_cvtss_f32(s);
-    }
-}
-
-static ST_AVX512 void gemv_q8(bool q4, const uint8_t *W, size_t wrow, int64_t r0, int64_t r1, int64_t nb,
-                              const uint8_t *x, const q8_info *info, float *y)
-{
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        if (q4) {
-            gemv_q8_rows(4, true, W + (size_t)r * wrow, wrow, nb, x, info, y + r);
-        } else {
-            gemv_q8_rows(4, false, W + (size_t)r * wrow, wrow, nb, x, info, y + r);
-        }
-    }
-    for (; r < r1; r++) {
-        if (q4) {
-            gemv_q8_rows(1, true, W + (size_t)r * wrow, wrow, nb, x, info, y + r);
-        } else {
-            gemv_q8_rows(1, false, W + (size_t)r * wrow, wrow, nb, x, info, y + r);
-        }
-    }
-}
-
 /* ---- K-quants ---- */
 
-/* Unpack one super-block of one row to 256 unsigned quants, the per-sub-block
- * float scales (d * sc) and the int16 min terms; returns -dmin (or -d for
- * Q6_K, whose "mins" undo the -32 offset). */
-static ST_AVX512 float unpack_kq(st_type t, const uint8_t *blk, uint8_t q[QK_K], float *ds, int16_t mp[16])
+/* Elements 32c..32c+31 of one super-block as unsigned quants. */
+ST_INLINE ST_AVX512 __m256i kq_chunk(const st_type t, const uint8_t *blk, int c)
 {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
     if (t == ST_Q6_K) {
         const block_q6_K *x = (const block_q6_K *)blk;
-        const float d = _cvtsh_ss(x->d);
-        const uint8_t *ql = x->ql;
-        const uint8_t *qh = x->qh;
-        for (int n = 0; n < QK_K; n += 128) {
-            for (int l = 0; l < 32; ++l) {
-                q[n + l + 0] = (uint8_t)((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4));
-                q[n + l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
-                q[n + l + 64] = (uint8_t)((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4));
-                q[n + l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
-            }
-            ql += 64;
-            qh += 32;
-        }
-        for (int s = 0; s < 16; s++) {
-            ds[s] = d * (float)x->scales[s];
-            mp[s] = (int16_t)(32 * x->scales[s]);
-        }
-        return -d;
+        const int h = c / 4, within = c % 4;
+        const __m256i ql = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32 * (within & 1)));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+        const __m256i lo = within < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * within)), _mm256_set1_epi8(3));
+        return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
     }
-    /* Q4_K / Q5_K share the header: d, dmin, 12 bytes of 6-bit scales/mins */
-    const block_q4_K *x4 = (const block_q4_K *)blk;
-    const float d = _cvtsh_ss(x4->d);
-    const float dmin = _cvtsh_ss(x4->dmin);
+    const uint8_t *qs = t == ST_Q4_K ? ((const block_q4_K *)blk)->qs : ((const block_q5_K *)blk)->qs;
+    const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * (c / 2)));
+    __m256i q = c % 2 == 0 ? _mm256_and_si256(bytes, m4) : _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m4);
+    if (t == ST_Q5_K) {
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh);
+        const __mmask32 hb = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << c)));
+        q = _mm256_mask_add_epi8(q, hb, q, _mm256_set1_epi8(16));
+    }
+    return q;
+}
+
+/* Bytes off..off+15 of 16 rows as four zmm: u[w] lane r = 32-bit word w of
+ * row r. Absent rows (r >= nr) read row 0; callers zero their scale. */
+ST_INLINE ST_AVX512 void rows_16x4_words(const uint8_t *blk0, size_t wrow, int nr, size_t off, __m512i u[4])
+{
+    __m512i A[4];
+    for (int k = 0; k < 4; k++) {
+#define ROWP(r) (blk0 + (size_t)((r) < nr ? (r) : 0) * wrow + off)
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)ROWP(k)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 4)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 8)), 2);
+        A[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 12)), 3);
+#undef ROWP
+    }
+    /* A[k] lane L = row k + 4L; a 4x4 word transpose inside each 128-bit
+     * lane puts word w of row 4L + j at lane 4L + j of u[w] */
+    const __m512i t0 = _mm512_unpacklo_epi32(A[0], A[1]), t1 = _mm512_unpackhi_epi32(A[0], A[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(A[2], A[3]), t3 = _mm512_unpackhi_epi32(A[2], A[3]);
+    u[0] = _mm512_unpacklo_epi64(t0, t2);
+    u[1] = _mm512_unpackhi_epi64(t0, t2);
+    u[2] = _mm512_unpacklo_epi64(t1, t3);
+    u[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+/* Scales of one Q4_K/Q5_K super-block for all 16 rows at once: ggml's utmp
+ * unpacking of the 12 scale bytes, on 16 rows in parallel. */
+ST_INLINE ST_AVX512 void kq_scales_k4_strip(const uint8_t *blk0, size_t wrow, int nr, int32_t *scs, int16_t *mp,
+                                            float *dv, float *dmin)
+{
+    __m512i u[4];
+    rows_16x4_words(blk0, wrow, nr, 4, u);
+    const __m512i kmask1 = _mm512_set1_epi32(0x3f3f3f3f), kmask2 = _mm512_set1_epi32(0x0f0f0f0f);
+    const __m512i kmask3 = _mm512_set1_epi32(0x03030303);
+    const __m512i sc_lo = _mm512_and_si512(u[0], kmask1);
+    const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(u[2], kmask2),
+                                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[0], 6), kmask3), 4));
+    const __m512i m_lo = _mm512_and_si512(u[1], kmask1);
+    const __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[2], 4), kmask2),
+                                         _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), kmask3), 4));
+    const __m512 d = gather_f16x16(blk0, wrow, nr);
+    const __m512 dm = gather_f16x16(blk0 + 2, wrow, nr);
+    const __m512i byte = _mm512_set1_epi32(0xFF);
+#pragma GCC unroll 8
     for (int j = 0; j < 8; j++) {
-        uint8_t sc, m;
-        const uint8_t *sp = x4->scales;
-        if (j < 4) {
-            sc = sp[j] & 63;
-            m = sp[j + 4] & 63;
+        const __m512i sc = _mm512_and_si512(_mm512_srli_epi32(j < 4 ? sc_lo : sc_hi, 8 * (j % 4)), byte);
+        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(j < 4 ? m_lo : m_hi, 8 * (j % 4)), byte);
+        _mm512_store_si512((__m512i *)(scs + 16 * j), sc);
+        _mm512_store_si512((__m512i *)(mp + 32 * j), _mm512_or_si512(m, _mm512_slli_epi32(m, 16)));
+    }
+    _mm512_store_ps(dv, d);
+    _mm512_store_ps(dmin, _mm512_sub_ps(_mm512_setzero_ps(), dm));
+}
+
+/* Q6_K: 16 int8 scales per row; mp pairs are 32 * scale (the -32 offset). */
+ST_INLINE ST_AVX512 void kq_scales_q6_strip(const uint8_t *blk0, size_t wrow, int nr, int32_t *scs, int16_t *mp,
+                                            float *dv, float *dmin)
+{
+    __m512i u[4];
+    rows_16x4_words(blk0, wrow, nr, offsetof(block_q6_K, scales), u);
+    const __m512 d = gather_f16x16(blk0 + offsetof(block_q6_K, d), wrow, nr);
+#define SC(s) _mm512_srai_epi32(_mm512_slli_epi32(u[(s) / 4], 24 - 8 * ((s) % 4)), 24)
+#pragma GCC unroll 16
+    for (int s = 0; s < 16; s++) {
+        _mm512_store_si512((__m512i *)(scs + 16 * s), SC(s));
+    }
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; p++) {
+        const __m512i lo = _mm512_and_si512(_mm512_slli_epi32(SC(2 * p), 5), _mm512_set1_epi32(0xFFFF));
+        const __m512i hi = _mm512_slli_epi32(SC(2 * p + 1), 21);
+        _mm512_store_si512((__m512i *)(mp + 32 * p), _mm512_or_si512(lo, hi));
+    }
+#undef SC
+    _mm512_store_ps(dv, d);
+    _mm512_store_ps(dmin, _mm512_setzero_ps());
+}
+
+ST_INLINE ST_AVX512 void pack_kq_blocks(const st_type t, const bool full, const uint8_t *W, size_t wrow, int nr,
+                                        int64_t nsb, uint8_t *strip)
+{
+    const int nsub = t == ST_Q6_K ? 16 : 8;
+    const size_t bsz = t == ST_Q4_K ? sizeof(block_q4_K) : t == ST_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
+    const size_t pack = KQ_PACK(nsub);
+    for (int64_t i = 0; i < nsb; i++) {
+        uint8_t *pb = strip + i * pack;
+        int32_t *scs = (int32_t *)(pb + 4096);
+        int16_t *mp = (int16_t *)(pb + 4096 + nsub * 64);
+        float *dv = (float *)(pb + 4096 + nsub * 64 + 512);
+        float *dmin = dv + 16;
+        const uint8_t *blk0 = W + (size_t)i * bsz;
+        if (t == ST_Q6_K) {
+            kq_scales_q6_strip(blk0, wrow, full ? STRIP : nr, scs, mp, dv, dmin);
         } else {
-            sc = (uint8_t)((sp[j + 4] & 0xF) | ((sp[j - 4] >> 6) << 4));
-            m = (uint8_t)((sp[j + 4] >> 4) | ((sp[j - 0] >> 6) << 4));
+            kq_scales_k4_strip(blk0, wrow, full ? STRIP : nr, scs, mp, dv, dmin);
         }
-        ds[j] = d * (float)sc;
-        mp[2 * j] = m;
-        mp[2 * j + 1] = m;
-    }
-    if (t == ST_Q4_K) {
-        const uint8_t *qs = x4->qs;
-        for (int j = 0; j < QK_K; j += 64) {
-            for (int l = 0; l < 32; ++l) {
-                q[j + l] = qs[l] & 0xF;
-                q[j + l + 32] = qs[l] >> 4;
-            }
-            qs += 32;
-        }
-    } else {
-        const block_q5_K *x5 = (const block_q5_K *)blk;
-        const uint8_t *qs = x5->qs;
-        uint8_t u1 = 1, u2 = 2;
-        for (int j = 0; j < QK_K; j += 64) {
-            for (int l = 0; l < 32; ++l) {
-                q[j + l] = (uint8_t)((qs[l] & 0xF) + (x5->qh[l] & u1 ? 16 : 0));
-                q[j + l + 32] = (uint8_t)((qs[l] >> 4) + (x5->qh[l] & u2 ? 16 : 0));
-            }
-            qs += 32;
-            u1 <<= 2;
-            u2 <<= 2;
+        for (int c = 0; c < 8; c++) {
+            __m256i rows[STRIP];
+#define ROW(r) rows[r] = full || (r) < nr ? kq_chunk(t, blk0 + (size_t)(r) * wrow, c) : _mm256_setzero_si256()
+            ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5); ROW(6); ROW(7);
+            ROW(8); ROW(9); ROW(10); ROW(11); ROW(12); ROW(13); ROW(14); ROW(15);
+#undef ROW
+            transpose_16x8(rows, pb + c * 8 * 64);
         }
     }
-    return -dmin;
 }
 
 static ST_AVX512 void pack_kq_strip(st_type t, const uint8_t *W, size_t wrow, int nr, int64_t nsb, uint8_t *strip)
 {
-    const int nsub = t == ST_Q6_K ? 16 : 8;
-    const size_t bsz = st_type_block_bytes(t);
-    const size_t pack = KQ_PACK(nsub);
-    for (int64_t i = 0; i < nsb; i++) {
-        uint8_t *pb = strip + i * pack;
-        float *ds = (float *)(pb + 4096);
-        int16_t *mp = (int16_t *)(pb + 4096 + nsub * 64);
-        float *dmin = (float *)(pb + 4096 + nsub * 64 + 512);
-        for (int r = 0; r < STRIP; r++) {
-            _Alignas(64) uint8_t q[QK_K];
-            float rds[16];
-            int16_t rmp[16];
-            if (r < nr) {
-                dmin[r] = unpack_kq(t, W + (size_t)r * wrow + (size_t)i * bsz, q, rds, rmp);
-            } else {
-                memset(q, 0, sizeof(q));
-                memset(rds, 0, sizeof(rds));
-                memset(rmp, 0, sizeof(rmp));
-                dmin[r] = 0.0f;
-            }
-            for (int j = 0; j < 64; j++) {
-                memcpy(pb + j * 64 + 4 * r, q + 4 * j, 4);
-            }
-            for (int s = 0; s < nsub; s++) {
-                ds[s * 16 + r] = rds[s];
-            }
-            for (int p = 0; p < 8; p++) {
-                mp[p * 32 + 2 * r] = rmp[2 * p];
-                mp[p * 32 + 2 * r + 1] = rmp[2 * p + 1];
-            }
+    const bool full = nr == STRIP;
+    if (t == ST_Q4_K) {
+        if (full) {
+            pack_kq_blocks(ST_Q4_K, true, W, wrow, nr, nsb, strip);
+        } else {
+            pack_kq_blocks(ST_Q4_K, false, W, wrow, nr, nsb, strip);
+        }
+    } else if (t == ST_Q5_K) {
+        if (full) {
+            pack_kq_blocks(ST_Q5_K, true, W, wrow, nr, nsb, strip);
+        } else {
+            pack_kq_blocks(ST_Q5_K, false, W, wrow, nr, nsb, strip);
+        }
+    } else {
+        if (full) {
+            pack_kq_blocks(ST_Q6_K, true, W, wrow, nr, nsb, strip);
+        } else {
+            pack_kq_blocks(ST_Q6_K, false, W, wrow, nr, nsb, strip);
         }
     }
 }
 
-/* 16 rows x T tokens over all super-blocks; NSUB = 8 (Q4_K/Q5_K) or 16 (Q6_K). */
+/* 16 rows x T tokens over all super-blocks; NSUB = 8 (Q4_K/Q5_K) or 16
+ * (Q6_K). Per row, token and super-block this computes the canonical
+ *     f = fma((float)isum, d * d_x, f)        [then, Q4_K/Q5_K only:]
+ *     f = fma((float)msum, -dmin * d_x, f)
+ * with isum = sum_s sc_s * dot_s exactly in int32 (Q6_K: minus
+ * 32 * sum_s sc_s * bsum_s) and msum = sum_j min_j * bsum_j. The GEMV
+ * kernels (quant_avx512.c) compute the very same sequence, so results do not
+ * depend on how tokens are batched. */
 ST_INLINE ST_AVX512 void tile_kq(const int T, const int NSUB, const uint8_t *strip, int64_t nsb, const uint8_t *X,
                                  size_t xrow, float *Y, int64_t n_out, int nr)
 {
@@ -462,13 +495,14 @@ ST_INLINE ST_AVX512 void tile_kq(const int T, const int NSUB, const uint8_t *str
     }
     for (int64_t i = 0; i < nsb; i++) {
         const uint8_t *pb = strip + i * KQ_PACK(NSUB);
-        const float *ds = (const float *)(pb + 4096);
+        const int32_t *scs = (const int32_t *)(pb + 4096);
         const uint8_t *mp = pb + 4096 + NSUB * 64;
-        const __m512 dmin = _mm512_load_ps((const float *)(pb + 4096 + NSUB * 64 + 512));
-        __m512 blk[TILE];
+        const __m512 dv = _mm512_load_ps((const float *)(pb + 4096 + NSUB * 64 + 512));
+        const __m512 ndmin = _mm512_load_ps((const float *)(pb + 4096 + NSUB * 64 + 576));
+        __m512i isum[TILE];
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
-            blk[t] = _mm512_setzero_ps();
+            isum[t] = _mm512_setzero_si512();
         }
         for (int s = 0; s < NSUB; s++) {
             __m512i w[8];
@@ -476,7 +510,7 @@ ST_INLINE ST_AVX512 void tile_kq(const int T, const int NSUB, const uint8_t *str
             for (int j = 0; j < WPS; j++) {
                 w[j] = _mm512_load_si512((const __m512i *)(pb + (s * WPS + j) * 64));
             }
-            const __m512 dsv = _mm512_load_ps(ds + s * 16);
+            const __m512i scv = _mm512_load_si512((const __m512i *)(scs + s * 16));
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const uint8_t *xq = X + (size_t)t * xrow + (size_t)i * sizeof(block_q8_K) + 4 + s * WPS * 4;
@@ -485,7 +519,7 @@ ST_INLINE ST_AVX512 void tile_kq(const int T, const int NSUB, const uint8_t *str
                 for (int j = 1; j < WPS; j++) {
                     acc = _mm512_dpbusd_epi32(acc, w[j], _mm512_set1_epi32(ld32(xq + 4 * j)));
                 }
-                blk[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), dsv, blk[t]);
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc, scv));
             }
         }
 #pragma GCC unroll 8
@@ -498,8 +532,13 @@ ST_INLINE ST_AVX512 void tile_kq(const int T, const int NSUB, const uint8_t *str
                                            _mm512_set1_epi32(ld32(&xb->bsums[2 * p])));
             }
             const __m512 dx = _mm512_set1_ps(xb->d);
-            facc[t] = _mm512_fmadd_ps(blk[t], dx, facc[t]);
-            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(macc), _mm512_mul_ps(dmin, dx), facc[t]);
+            if (NSUB == 16) {
+                facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(isum[t], macc)), _mm512_mul_ps(dv, dx),
+                                          facc[t]);
+            } else {
+                facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, dx), facc[t]);
+                facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(macc), _mm512_mul_ps(ndmin, dx), facc[t]);
+            }
         }
     }
 #pragma GCC unroll 8
@@ -550,167 +589,184 @@ static ST_AVX512 void tile_kq16_any(int T, const uint8_t *strip, int64_t nsb, co
 
 /* ---- float weights ---- */
 
-/* F32/F16 strips: p[k][16] = W[row][k] as float. BF16 strips (AVX512_BF16):
- * p[k/2][16][2] bf16 pairs. */
-static ST_AVX512 void pack_float_strip(st_type t, const uint8_t *W, size_t wrow, int nr, int64_t n_in, float *strip)
+/* F32, F16 and BF16 need no repacking: a tile of FR rows x FT tokens keeps
+ * one 16-lane accumulator per (row, token) and walks k in chunks of 16 (32
+ * bf16 pairs with AVX512_BF16), the last chunk masked; each result is then
+ * reduced by hsum16. The same function serves one token (GEMV) and many, so
+ * a row's result never depends on the batch. */
+#define FR 4 /* rows per float tile */
+#define FT 4 /* tokens per float tile */
+#ifndef FR_GEMV
+#define FR_GEMV 1
+#endif
+
+/* Fixed reduction order of 16 lanes (shared by every float result). */
+ST_INLINE ST_AVX512 float hsum16(__m512 v)
 {
-    for (int r = 0; r < STRIP; r++) {
-        if (r >= nr) {
-            for (int64_t k = 0; k < n_in; k++) {
-                strip[k * STRIP + r] = 0.0f;
-            }
-            continue;
-        }
-        const uint8_t *row = W + (size_t)r * wrow;
-        int64_t k = 0;
-        if (t == ST_F16) {
-            for (; k + 16 <= n_in; k += 16) {
-                _Alignas(64) float v[16];
-                _mm512_store_ps(v, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * k))));
-                for (int i = 0; i < 16; i++) {
-                    strip[(k + i) * STRIP + r] = v[i];
-                }
-            }
-            for (; k < n_in; k++) {
-                strip[k * STRIP + r] = _cvtsh_ss(ld16(row + 2 * k));
-            }
-        } else if (t == ST_BF16) {
-            for (; k < n_in; k++) {
-                strip[k * STRIP + r] = st_bf16_to_fp32(ld16(row + 2 * k));
-            }
-        } else {
-            for (; k < n_in; k++) {
-                memcpy(&strip[k * STRIP + r], row + 4 * k, 4);
-            }
-        }
-    }
+    const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
 }
 
-static ST_AVX512 void pack_bf16_strip(const uint8_t *W, size_t wrow, int nr, int64_t n_in, uint32_t *strip)
+/* 16 elements k..k+15 (masked) of a F32/F16/BF16 row as floats. */
+ST_INLINE ST_AVX512 __m512 load_f16x(const st_type t, const uint8_t *row, int64_t k, __mmask16 m)
 {
-    for (int64_t kp = 0; kp < n_in / 2; kp++) {
-        for (int r = 0; r < STRIP; r++) {
-            strip[kp * STRIP + r] = r < nr ? (uint32_t)ld32(W + (size_t)r * wrow + 4 * kp) : 0u;
-        }
+    if (t == ST_F32) {
+        return _mm512_maskz_loadu_ps(m, (const float *)row + k);
     }
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k);
+    if (t == ST_F16) {
+        return _mm512_cvtph_ps(h);
+    }
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* 16 rows x T tokens; xf holds T rows of n_in floats. */
-ST_INLINE ST_AVX512 void tile_f32(const int T, const float *strip, int64_t n_in, const float *xf, size_t xstride,
-                                  float *Y, int64_t n_out, int nr)
+ST_INLINE ST_AVX512 void tile_float(const st_type t, const int R, const int T, const uint8_t *W, size_t wrow,
+                                    const uint8_t *X, size_t xrow, int64_t n_in, float *Y, int64_t n_out)
 {
-    __m512 facc[TILE];
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        facc[t] = _mm512_setzero_ps();
-    }
-    for (int64_t k = 0; k < n_in; k++) {
-        const __m512 w = _mm512_load_ps(strip + k * STRIP);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            facc[t] = _mm512_fmadd_ps(w, _mm512_set1_ps(xf[(size_t)t * xstride + k]), facc[t]);
+    __m512 acc[FR][FT];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            acc[r][j] = _mm512_setzero_ps();
         }
     }
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        store_rows(Y + (size_t)t * n_out, facc[t], nr);
-    }
-}
-
-static ST_AVX512 void tile_f32_any(int T, const float *strip, int64_t n_in, const float *xf, size_t xstride,
-                                   float *Y, int64_t n_out, int nr)
-{
-    switch (T) {
-    case 8:
-        tile_f32(8, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    case 7:
-        tile_f32(7, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    case 6:
-        tile_f32(6, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    case 5:
-        tile_f32(5, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    case 4:
-        tile_f32(4, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    case 3:
-        tile_f32(3, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    case 2:
-        tile_f32(2, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    default:
-        tile_f32(1, strip, n_in, xf, xstride, Y, n_out, nr);
-        break;
-    }
-}
-
-ST_INLINE ST_AVX512BF16 void tile_bf16(const int T, const uint32_t *strip, int64_t n_in, const uint8_t *X,
-                                       size_t xrow, float *Y, int64_t n_out, int nr)
-{
-    __m512 facc[TILE];
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        facc[t] = _mm512_setzero_ps();
-    }
-    for (int64_t kp = 0; kp < n_in / 2; kp++) {
-        const __m512bh w = (__m512bh)_mm512_load_si512((const __m512i *)(strip + kp * STRIP));
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const __m512bh xv = (__m512bh)_mm512_set1_epi32(ld32(X + (size_t)t * xrow + 4 * kp));
-            facc[t] = _mm512_dpbf16_ps(facc[t], w, xv);
+    for (int64_t k = 0; k < n_in; k += 16) {
+        const __mmask16 m = n_in - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n_in - k)) - 1);
+        __m512 w[FR], x[FT];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            w[r] = load_f16x(t, W + (size_t)r * wrow, k, m);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            x[j] = load_f16x(t, X + (size_t)j * xrow, k, m);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+            for (int j = 0; j < T; j++) {
+                acc[r][j] = _mm512_fmadd_ps(w[r], x[j], acc[r][j]);
+            }
         }
     }
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        store_rows(Y + (size_t)t * n_out, facc[t], nr);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            Y[(size_t)j * n_out + r] = hsum16(acc[r][j]);
+        }
     }
 }
 
-static ST_AVX512BF16 void tile_bf16_any(int T, const uint32_t *strip, int64_t n_in, const uint8_t *X, size_t xrow,
-                                        float *Y, int64_t n_out, int nr)
+/* BF16 with AVX512_BF16: vdpbf16ps over 32 elements (pairs) at a time. */
+ST_INLINE ST_AVX512BF16 void tile_bf16(const int R, const int T, const uint8_t *W, size_t wrow, const uint8_t *X,
+                                       size_t xrow, int64_t n_in, float *Y, int64_t n_out)
 {
-    switch (T) {
-    case 8:
-        tile_bf16(8, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
-    case 7:
-        tile_bf16(7, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
-    case 6:
-        tile_bf16(6, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
-    case 5:
-        tile_bf16(5, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
-    case 4:
-        tile_bf16(4, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
-    case 3:
-        tile_bf16(3, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
-    case 2:
-        tile_bf16(2, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
-    default:
-        tile_bf16(1, strip, n_in, X, xrow, Y, n_out, nr);
-        break;
+    __m512 acc[FR][FT];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            acc[r][j] = _mm512_setzero_ps();
+        }
+    }
+    for (int64_t k = 0; k < n_in; k += 32) {
+        const __mmask32 m = n_in - k >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (n_in - k)) - 1);
+        __m512bh w[FR], x[FT];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            w[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, (const uint16_t *)(W + (size_t)r * wrow) + k);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            x[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, (const uint16_t *)(X + (size_t)j * xrow) + k);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+            for (int j = 0; j < T; j++) {
+                acc[r][j] = _mm512_dpbf16_ps(acc[r][j], w[r], x[j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            Y[(size_t)j * n_out + r] = hsum16(acc[r][j]);
+        }
     }
 }
 
-/* Convert T activation rows (F16 or BF16) to floats. */
-static ST_AVX512 void activations_to_f32(st_type vt, const uint8_t *X, size_t xrow, int T, int64_t n_in, float *xf)
+#define FLOAT_TILE_CASES(CALL)                                                                                       \
+    switch (R * 8 + T) {                                                                                             \
+    case 4 * 8 + 4: CALL(4, 4); break;                                                                               \
+    case 4 * 8 + 3: CALL(4, 3); break;                                                                               \
+    case 4 * 8 + 2: CALL(4, 2); break;                                                                               \
+    case 4 * 8 + 1: CALL(4, 1); break;                                                                               \
+    case 3 * 8 + 4: CALL(3, 4); break;                                                                               \
+    case 3 * 8 + 3: CALL(3, 3); break;                                                                               \
+    case 3 * 8 + 2: CALL(3, 2); break;                                                                               \
+    case 3 * 8 + 1: CALL(3, 1); break;                                                                               \
+    case 2 * 8 + 4: CALL(2, 4); break;                                                                               \
+    case 2 * 8 + 3: CALL(2, 3); break;                                                                               \
+    case 2 * 8 + 2: CALL(2, 2); break;                                                                               \
+    case 2 * 8 + 1: CALL(2, 1); break;                                                                               \
+    case 1 * 8 + 4: CALL(1, 4); break;                                                                               \
+    case 1 * 8 + 3: CALL(1, 3); break;                                                                               \
+    case 1 * 8 + 2: CALL(1, 2); break;                                                                               \
+    default: CALL(1, 1); break;                                                                                      \
+    }
+
+static ST_AVX512 void tile_float_any(st_type t, int R, int T, const uint8_t *W, size_t wrow, const uint8_t *X,
+                                     size_t xrow, int64_t n_in, float *Y, int64_t n_out)
 {
-    for (int t = 0; t < T; t++) {
-        const uint8_t *row = X + (size_t)t * xrow;
-        if (vt == ST_F16) {
-            st_fp16_to_fp32_row((const st_half *)row, xf + (size_t)t * n_in, n_in);
-        } else {
-            for (int64_t k = 0; k < n_in; k++) {
-                xf[(size_t)t * n_in + k] = st_bf16_to_fp32(ld16(row + 2 * k));
+    if (t == ST_F32) {
+#define CALL(r, j) tile_float(ST_F32, r, j, W, wrow, X, xrow, n_in, Y, n_out)
+        FLOAT_TILE_CASES(CALL)
+#undef CALL
+    } else if (t == ST_F16) {
+#define CALL(r, j) tile_float(ST_F16, r, j, W, wrow, X, xrow, n_in, Y, n_out)
+        FLOAT_TILE_CASES(CALL)
+#undef CALL
+    } else {
+#define CALL(r, j) tile_float(ST_BF16, r, j, W, wrow, X, xrow, n_in, Y, n_out)
+        FLOAT_TILE_CASES(CALL)
+#undef CALL
+    }
+}
+
+static ST_AVX512BF16 void tile_bf16_any(int R, int T, const uint8_t *W, size_t wrow, const uint8_t *X, size_t xrow,
+                                        int64_t n_in, float *Y, int64_t n_out)
+{
+#define CALL(r, j) tile_bf16(r, j, W, wrow, X, xrow, n_in, Y, n_out)
+    FLOAT_TILE_CASES(CALL)
+#undef CALL
+}
+
+/* Rows [r0, r1) of a float matmul, any n_tok: row groups outside so each
+ * weight row is read from memory once, token tiles inside. */
+static ST_AVX512 void matmul_float_avx512(st_type t, const uint8_t *W, size_t wrow, int64_t n_out, int64_t n_in,
+                                          const uint8_t *X, size_t xrow, int64_t n_tok, float *Y, int64_t r0, int64_t r1)
+{
+    const bool bf16_native = t == ST_BF16 && st_cpu_has_avx512bf16();
+    /* one token: rows one at a time, so the weights are read in address order */
+    const int fr = n_tok == 1 ? FR_GEMV : FR;
+    for (int64_t r = r0; r < r1; r += fr) {
+        const int R = (int)ST_MIN(fr, r1 - r);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += FT) {
+            const int T = (int)ST_MIN(FT, n_tok - t0);
+            const uint8_t *Wr = W + (size_t)r * wrow;
+            const uint8_t *Xt = X + (size_t)t0 * xrow;
+            float *Yt = Y + t0 * n_out + r;
+            if (bf16_native) {
+                tile_bf16_any(R, T, Wr, wrow, Xt, xrow, n_in, Yt, n_out);
+            } else {
+                tile_float_any(t, R, T, Wr, wrow, Xt, xrow, n_in, Yt, n_out);
             }
         }
     }
@@ -733,20 +789,12 @@ typedef struct {
 static bool gemm_avx512(const mm_args *a, int64_t r0, int64_t r1)
 {
     const st_type t = a->wtype;
-    const bool bf16_native = t == ST_BF16 && st_cpu_has_avx512bf16() && a->n_in % 2 == 0;
     size_t strip_bytes, extra_bytes = 0;
     if (t == ST_Q8_0 || t == ST_Q4_0) {
         strip_bytes = (size_t)(a->n_in / QK8_0) * Q8_PACK;
         extra_bytes = (size_t)a->n_tok * (size_t)(a->n_in / QK8_0) * sizeof(q8_info);
-    } else if (t == ST_Q4_K || t == ST_Q5_K || t == ST_Q6_K) {
-        strip_bytes = (size_t)(a->n_in / QK_K) * KQ_PACK(t == ST_Q6_K ? 16 : 8);
-    } else if (bf16_native) {
-        strip_bytes = (size_t)(a->n_in / 2) * STRIP * 4;
     } else {
-        strip_bytes = (size_t)a->n_in * STRIP * sizeof(float);
-        if (t != ST_F32) {
-            extra_bytes = (size_t)TILE * (size_t)a->n_in * sizeof(float);
-        }
+        strip_bytes = (size_t)(a->n_in / QK_K) * KQ_PACK(t == ST_Q6_K ? 16 : 8);
     }
     uint8_t *scratch = st_aligned_alloc(64, strip_bytes + extra_bytes + 64);
     if (scratch == NULL) {
@@ -767,17 +815,8 @@ static bool gemm_avx512(const mm_args *a, int64_t r0, int64_t r1)
         case ST_Q4_0:
             pack_q8_strip(t == ST_Q4_0, Wr, a->wrow, nr, nb, strip);
             break;
-        case ST_Q4_K:
-        case ST_Q5_K:
-        case ST_Q6_K:
-            pack_kq_strip(t, Wr, a->wrow, nr, nsb, strip);
-            break;
         default:
-            if (bf16_native) {
-                pack_bf16_strip(Wr, a->wrow, nr, a->n_in, (uint32_t *)strip);
-            } else {
-                pack_float_strip(t, Wr, a->wrow, nr, a->n_in, (float *)strip);
-            }
+            pack_kq_strip(t, Wr, a->wrow, nr, nsb, strip);
             break;
         }
         for (int64_t t0 = 0; t0 < a->n_tok; t0 += TILE) {
@@ -793,45 +832,13 @@ static bool gemm_avx512(const mm_args *a, int64_t r0, int64_t r1)
             case ST_Q5_K:
                 tile_kq8_any(T, strip, nsb, X, a->xrow, Y, a->n_out, nr);
                 break;
-            case ST_Q6_K:
-                tile_kq16_any(T, strip, nsb, X, a->xrow, Y, a->n_out, nr);
-                break;
-            case ST_F32:
-                tile_f32_any(T, (const float *)strip, a->n_in, (const float *)X, a->n_in, Y, a->n_out, nr);
-                break;
             default:
-                if (bf16_native) {
-                    tile_bf16_any(T, (const uint32_t *)strip, a->n_in, X, a->xrow, Y, a->n_out, nr);
-                } else {
-                    activations_to_f32(st_vec_dot_type(t), X, a->xrow, T, a->n_in, (float *)extra);
-                    tile_f32_any(T, (const float *)strip, a->n_in, (const float *)extra, a->n_in, Y, a->n_out, nr);
-                }
+                tile_kq16_any(T, strip, nsb, X, a->xrow, Y, a->n_out, nr);
                 break;
             }
         }
     }
     st_aligned_free(scratch);
-    return true;
-}
-
-/* Rows [r0, r1) for one token of Q8_0/Q4_0. */
-static bool gemv_q8_avx512(const mm_args *a, int64_t r0, int64_t r1)
-{
-    const int64_t nb = a->n_in / QK8_0;
-    q8_info stack_info[512];
-    q8_info *info = nb <= 512 ? stack_info : malloc((size_t)nb * sizeof(q8_info));
-    if (info == NULL) {
-        return false;
-    }
-    const bool q4 = a->wtype == ST_Q4_0;
-    for (int64_t t = 0; t < a->n_tok; t++) {
-        const uint8_t *x = a->X + (size_t)t * a->xrow;
-        q8_infos(x, a->xrow, 1, nb, q4 ? 8 : 128, info);
-        gemv_q8(q4, a->W, a->wrow, r0, r1, nb, x, info, a->Y + t * a->n_out);
-    }
-    if (info != stack_info) {
-        free(info);
-    }
     return true;
 }
 
@@ -856,9 +863,12 @@ void st_matmul(int simd_level, st_type wtype, const void *W, int64_t n_out, int6
 #if defined(__x86_64__)
     if (level >= 2) {
         const mm_args a = {wtype, W, wrow, n_out, n_in, X, xrow, n_tok, Y};
-        const bool q8_family = wtype == ST_Q8_0 || wtype == ST_Q4_0;
-        if (n_tok == 1 || (q8_family && n_tok < 3)) {
-            if (q8_family && gemv_q8_avx512(&a, r0, r1)) {
+        if (wtype == ST_F32 || wtype == ST_F16 || wtype == ST_BF16) {
+            matmul_float_avx512(wtype, W, wrow, n_out, n_in, X, xrow, n_tok, Y, r0, r1);
+            return;
+        }
+        if (n_tok == 1) {
+            if (st_gemv_avx512(wtype, (const uint8_t *)W + (size_t)r0 * wrow, wrow, r1 - r0, n_in, X, Y + r0)) {
                 return;
             }
         } else if (gemm_avx512(&a, r0, r1)) {

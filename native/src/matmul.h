@@ -18,8 +18,14 @@
  * thread passes the same arguments. simd_level as in st_vec_dot_get (-1 =
  * best). n_tok == 1 streams the weights once (memory bound); larger batches
  * repack 16 weight rows at a time and run register tiles over the tokens.
- * Uses a little heap scratch per call; if that allocation fails it falls back
- * to the plain per-row kernels, so the call cannot fail. */
+ *
+ * Batch invariant: at a given simd_level, Y[t] is bit-identical whatever the
+ * batch around token t (n_tok, its position) and whatever nth/ith.
+ *
+ * Batches of quantized weights take one heap allocation per call and thread
+ * (a packed 16-row strip plus per-block activation data, ~1 MB at n_tok 512);
+ * if it fails they fall back to the per-row kernels, so the call cannot
+ * fail. The AVX-512 GEMV uses up to ~50 KB of stack. */
 void st_matmul(int simd_level, st_type wtype, const void *W, int64_t n_out, int64_t n_in, const void *X,
                int64_t n_tok, float *Y, int ith, int nth);
 

@@ -19,9 +19,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
 
 /* ------------------------------------------------------------ type table -- */
 
@@ -759,6 +756,59 @@ bool st_quantize_row(st_type t, const float *src, void *dst, int64_t n)
         quantize_q6_K_ref(src, dst, n);
         return true;
     case ST_Q8_K:
+#if defined(__x86_64__)
+        if (__builtin_cpu_supports("avx2")) {
+            st_quantize_row_q8_K_avx2(src, dst, n); /* bit-identical, faster */
+            return true;
+        }
+#endif
+        quantize_q8_K_ref(src, dst, n);
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool st_quantize_row_scalar(st_type t, const float *src, void *dst, int64_t n)
+{
+    const int64_t be = st_type_block_elems(t);
+    if (be == 0 || n % be != 0) {
+        return false;
+    }
+    switch (t) {
+    case ST_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return true;
+    case ST_F16: {
+        st_half *h = dst;
+        for (int64_t i = 0; i < n; i++) {
+            h[i] = st_fp32_to_fp16(src[i]);
+        }
+        return true;
+    }
+    case ST_BF16: {
+        uint16_t *h = dst;
+        for (int64_t i = 0; i < n; i++) {
+            h[i] = st_fp32_to_bf16(src[i]);
+        }
+        return true;
+    }
+    case ST_Q4_0:
+        quantize_q4_0_ref(src, dst, n);
+        return true;
+    case ST_Q8_0:
+        quantize_q8_0_ref(src, dst, n);
+        return true;
+    case ST_Q4_K:
+        quantize_q4_K_ref(src, dst, n);
+        return true;
+    case ST_Q5_K:
+        quantize_q5_K_ref(src, dst, n);
+        return true;
+    case ST_Q6_K:
+        quantize_q6_K_ref(src, dst, n);
+        return true;
+    case ST_Q8_K:
         quantize_q8_K_ref(src, dst, n);
         return true;
     default:
@@ -769,14 +819,16 @@ bool st_quantize_row(st_type t, const float *src, void *dst, int64_t n)
 /* ------------------------------------------------------ row conversions -- */
 
 #if defined(__x86_64__)
-/* clang's __builtin_cpu_supports has no "f16c"; ask cpuid (leaf 1, ecx). */
+/* F16C. GCC's __builtin_cpu_supports knows it; clang's does not, and asking
+ * cpuid directly costs microseconds under a hypervisor (every call traps), so
+ * there it is taken as implied by AVX2: every AVX2 CPU shipped has F16C. */
 static bool cpu_has_f16c(void)
 {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) {
-        return false;
-    }
-    return (c & bit_F16C) != 0 && __builtin_cpu_supports("avx");
+#if defined(__clang__)
+    return __builtin_cpu_supports("avx2");
+#else
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+#endif
 }
 #endif
 
@@ -808,6 +860,12 @@ void st_fp32_to_fp16_row(const float *src, st_half *dst, int64_t n)
 
 void st_fp32_to_bf16_row(const float *src, uint16_t *dst, int64_t n)
 {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        st_fp32_to_bf16_row_avx2(src, dst, n);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) {
         dst[i] = st_fp32_to_bf16(src[i]);
     }

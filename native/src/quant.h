@@ -131,6 +131,10 @@ const char *st_simd_name(int level);
  * our logits track llama.cpp's on x86; st_quantize_row uses the reference. */
 void st_quantize_row_q8_0_x86(const float *src, block_q8_0 *dst, int64_t n);
 
+/* st_quantize_row in plain C only (st_quantize_row may use bit-identical SIMD
+ * versions); tests compare the two. */
+bool st_quantize_row_scalar(st_type t, const float *src, void *dst, int64_t n);
+
 /* Row conversions with SIMD fast paths (results identical to the scalar
  * st_fp16_to_fp32 / st_fp32_to_fp16 / bf16 conversions). */
 void st_fp16_to_fp32_row(const st_half *src, float *dst, int64_t n);
@@ -160,6 +164,14 @@ void st_vec_dot_q6_K_avx512(int n, float *s, const void *w, const void *x);
 void st_fp16_to_fp32_row_f16c(const st_half *src, float *dst, int64_t n);
 void st_fp32_to_fp16_row_f16c(const float *src, st_half *dst, int64_t n);
 void st_quantize_row_q8_0_x86_avx2(const float *src, block_q8_0 *dst, int64_t n);
+void st_quantize_row_q8_K_avx2(const float *src, block_q8_K *dst, int64_t n); /* = reference */
+void st_fp32_to_bf16_row_avx2(const float *src, uint16_t *dst, int64_t n);
+
+/* GEMV at the AVX-512 level for Q8_0, Q4_0, Q4_K, Q5_K, Q6_K: y[r] =
+ * dot(row r of W, x) for n_rows rows of wrow bytes, x one activation row of
+ * st_vec_dot_type(t). Bit-identical to st_matmul's batched kernels (same
+ * canonical arithmetic, see matmul.c). Returns false for other types. */
+bool st_gemv_avx512(st_type t, const void *W, size_t wrow, int64_t n_rows, int64_t n_in, const void *x, float *y);
 
 /* True if this CPU has AVX512_BF16 (used for the BF16 dot at level 2). */
 bool st_cpu_has_avx512bf16(void);

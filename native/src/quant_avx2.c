@@ -139,6 +139,91 @@ ST_AVX2 void st_quantize_row_q8_0_x86_avx2(const float *x, block_q8_0 *y, int64_
     }
 }
 
+/* ggml's quantize_row_q8_K_ref, vectorized with identical results: the same
+ * float products, round half to even (cvtps2dq in the default rounding mode
+ * equals ggml's nearest_int here, |v| <= 127.5), and the signed value of the
+ * first element of largest magnitude. */
+ST_AVX2 void st_quantize_row_q8_K_avx2(const float *x, block_q8_K *y, int64_t k)
+{
+    const int64_t nb = k / QK_K;
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t i = 0; i < nb; i++, x += QK_K) {
+        __m256 vmax = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) {
+            vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign_bit, _mm256_loadu_ps(x + j)));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(vmax, 1), _mm256_castps256_ps128(vmax));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (!amax) {
+            y[i].d = 0;
+            memset(y[i].qs, 0, QK_K);
+            memset(y[i].bsums, 0, sizeof(y[i].bsums));
+            continue;
+        }
+        float max = 0.0f;
+        const __m256 va = _mm256_set1_ps(amax);
+        for (int j = 0; j < QK_K; j += 8) {
+            const __m256 v = _mm256_loadu_ps(x + j);
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign_bit, v), va, _CMP_EQ_OQ));
+            if (mask) {
+                max = x[j + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i q127 = _mm256_set1_epi32(127);
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i i0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j))), q127);
+            __m256i i1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 8))), q127);
+            __m256i i2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 16))), q127);
+            __m256i i3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 24))), q127);
+            i0 = _mm256_packs_epi32(i0, i1);
+            i2 = _mm256_packs_epi32(i2, i3);
+            const __m256i q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i0, i2), perm);
+            _mm256_storeu_si256((__m256i *)(y[i].qs + j), q);
+            /* sums of 16: widen to int16 and add pairs of lanes */
+            const __m256i w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
+            const __m256i w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+            const __m256i s0 = _mm256_madd_epi16(w0, _mm256_set1_epi16(1));
+            const __m256i s1 = _mm256_madd_epi16(w1, _mm256_set1_epi16(1));
+            __m256i h = _mm256_hadd_epi32(s0, s1); /* lane-wise pairs */
+            h = _mm256_hadd_epi32(h, h);
+            /* h: [s0a s0b s1a s1b | s0c s0d s1c s1d] per 128-bit half, sums of 4 */
+            const __m128i lo = _mm256_castsi256_si128(h), hi = _mm256_extracti128_si256(h, 1);
+            const int32_t sum0 = _mm_extract_epi32(lo, 0) + _mm_extract_epi32(hi, 0);
+            const int32_t sum1 = _mm_extract_epi32(lo, 1) + _mm_extract_epi32(hi, 1);
+            y[i].bsums[j / 16] = (int16_t)sum0;
+            y[i].bsums[j / 16 + 1] = (int16_t)sum1;
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
+/* st_fp32_to_bf16 for 8 floats at a time (same rounding, NaN -> quiet). */
+ST_AVX2 void st_fp32_to_bf16_row_avx2(const float *src, uint16_t *dst, int64_t n)
+{
+    int64_t i = 0;
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+    const __m256i inf = _mm256_set1_epi32(0x7f800000);
+    for (; i + 8 <= n; i += 8) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
+        const __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs_mask), inf);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+        const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+        const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(64));
+        const __m256i r = _mm256_blendv_epi8(rounded, quiet, is_nan);
+        const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storeu_si128((__m128i *)(dst + i), packed);
+    }
+    for (; i < n; i++) {
+        dst[i] = st_fp32_to_bf16(src[i]);
+    }
+}
+
 /* --------------------------------------------------------- float dots -- */
 
 ST_AVX2 void st_vec_dot_f32_avx2(int n, float *s, const void *vw, const void *vx)
