@@ -25,7 +25,7 @@ const build = run('make', ['-s', '-C', 'native', '-j2', 'all']);
 t.equal(build.status, 0, 'native build', { output: build.stderr.slice(-4000) });
 runTests('native/build/tests', 'native');
 
-const parserTests = ['gguf_test', 'gguf_write_test', 'tokenizer_test', 'unicode_test', 'json_constraint_test', 'chat_test'];
+const parserTests = ['gguf_test', 'gguf_write_test', 'tokenizer_test', 'unicode_test', 'json_constraint_test', 'chat_test', 'store_test', 'safetensors_test'];
 t.test('ASan+UBSan parser tests', async (tt) => {
   const b = run('make', ['-s', '-C', 'native', '-j2', 'asan-build']);
   tt.equal(b.status, 0, 'asan build', { output: b.stderr.slice(-4000) });

@@ -14,6 +14,10 @@ typedef struct load_work {
     napi_deferred deferred;
     char *path;                /* malloc'd */
     strata_model_params params;
+    bool streamed;             /* layer streaming (strata_model_load_streamed) */
+    strata_stream_params stream;
+    char *compression;         /* malloc'd or NULL; stream.compression points here */
+    char *store_path;          /* malloc'd or NULL; stream.store_path points here */
     strata_model *model;       /* result, owned until handed to a handle */
     strata_err status;
     strata_error err;
@@ -23,7 +27,11 @@ static void load_execute(napi_env env, void *data)
 {
     (void)env;
     load_work *w = data;
-    w->status = strata_model_load(w->path, &w->params, &w->model, &w->err);
+    if (w->streamed) {
+        w->status = strata_model_load_streamed(w->path, &w->params, &w->stream, &w->model, &w->err);
+    } else {
+        w->status = strata_model_load(w->path, &w->params, &w->model, &w->err);
+    }
     if (w->status != STRATA_OK && w->model != NULL) {
         strata_model_free(w->model);
         w->model = NULL;
@@ -133,11 +141,16 @@ static void load_complete(napi_env env, napi_status status, void *data)
         napi_reject_deferred(env, w->deferred, error);
     }
     napi_delete_async_work(env, w->work);
+    free(w->compression);
+    free(w->store_path);
     free(w->path);
     free(w);
 }
 
-/* load(path, {threads, mmap, mlock}) -> Promise<{model, info}> */
+/* load(path, {threads, mmap, mlock, streaming, memoryBudget, prefetch,
+ * compression, storePath, deleteOriginal, inPlace}) -> Promise<{model, info}>.
+ * streaming (or any of memoryBudget, compression, storePath) loads through
+ * a split store, streaming layers within memoryBudget bytes. */
 static napi_value load(napi_env env, napi_callback_info info)
 {
     napi_value argv[2];
@@ -151,16 +164,35 @@ static napi_value load(napi_env env, napi_callback_info info)
         return NULL;
     }
     strata_model_params_default(&w->params);
+    strata_stream_params_default(&w->stream);
     size_t path_len = 0;
+    double budget = -1.0;
     if (!addon_string(env, argv[0], "load: path", &w->path, &path_len) ||
         !addon_opt_int(env, argv[1], "threads", 0, 4096, &w->params.n_threads) ||
         !addon_opt_bool(env, argv[1], "mmap", &w->params.use_mmap) ||
-        !addon_opt_bool(env, argv[1], "mlock", &w->params.use_mlock)) {
+        !addon_opt_bool(env, argv[1], "mlock", &w->params.use_mlock) ||
+        !addon_opt_bool(env, argv[1], "streaming", &w->streamed) ||
+        !addon_opt_double(env, argv[1], "memoryBudget", 0.0, 9007199254740991.0, &budget) ||
+        !addon_opt_int(env, argv[1], "prefetch", -1, 1024, &w->stream.prefetch) ||
+        !addon_opt_bool(env, argv[1], "deleteOriginal", &w->stream.delete_original) ||
+        !addon_opt_bool(env, argv[1], "inPlace", &w->stream.in_place) ||
+        !addon_opt_string(env, argv[1], "compression", &w->compression) ||
+        !addon_opt_string(env, argv[1], "storePath", &w->store_path)) {
+        free(w->compression);
+        free(w->store_path);
         free(w->path);
         free(w);
         return NULL;
     }
+    if (budget >= 0.0 || w->compression != NULL || w->store_path != NULL || w->stream.in_place) {
+        w->streamed = true;
+    }
+    w->stream.memory_budget = budget > 0.0 ? (uint64_t)budget : 0;
+    w->stream.compression = w->compression;
+    w->stream.store_path = w->store_path;
     if (path_len == 0 || strlen(w->path) != path_len) {
+        free(w->compression);
+        free(w->store_path);
         free(w->path);
         free(w);
         addon_throw_type(env, "load: path must be a non-empty string without NUL characters");
@@ -182,6 +214,8 @@ static napi_value load(napi_env env, napi_callback_info info)
         if (w->work != NULL) {
             napi_delete_async_work(env, w->work);
         }
+        free(w->compression);
+        free(w->store_path);
         free(w->path);
         free(w);
         addon_throw_napi(env, st, "queueing load");
@@ -468,6 +502,45 @@ static napi_value apply_chat_template(napi_env env, napi_callback_info info)
     return result;
 }
 
+/* streamStats(model, {reset}) -> null (not streamed) or [{part, resident,
+ * loads, bytesRead, readMs, stallMs, computeMs}] in part order (part -1:
+ * embeddings, n_layers: head). */
+static napi_value stream_stats(napi_env env, napi_callback_info info)
+{
+    napi_value argv[2], result;
+    addon_model *m;
+    bool has_opts, reset = false;
+    if (!addon_args(env, info, 2, argv) || !addon_unwrap_open_model(env, argv[0], &m) ||
+        !addon_check_options(env, argv[1], "streamStats", &has_opts) ||
+        !addon_opt_bool(env, argv[1], "reset", &reset)) {
+        return NULL;
+    }
+    size_t n = strata_model_stream_stats(m->model, NULL, 0, false);
+    if (n == 0) {
+        ADDON_CALL(env, napi_get_null(env, &result));
+        return result;
+    }
+    strata_stream_stats *st = calloc(n, sizeof *st);
+    if (st == NULL) {
+        addon_throw_state(env, "STRATA_ERR_NOMEM", "out of memory");
+        return NULL;
+    }
+    n = strata_model_stream_stats(m->model, st, n, reset);
+    bool ok = napi_create_array_with_length(env, n, &result) == napi_ok;
+    for (size_t i = 0; ok && i < n; i++) {
+        napi_value o;
+        ok = napi_create_object(env, &o) == napi_ok && addon_set_double(env, o, "part", st[i].part) &&
+             addon_set_bool(env, o, "resident", st[i].resident) &&
+             addon_set_double(env, o, "loads", (double)st[i].loads) &&
+             addon_set_double(env, o, "bytesRead", (double)st[i].bytes_read) &&
+             addon_set_double(env, o, "readMs", st[i].read_ms) && addon_set_double(env, o, "stallMs", st[i].stall_ms) &&
+             addon_set_double(env, o, "computeMs", st[i].compute_ms) &&
+             napi_set_element(env, result, (uint32_t)i, o) == napi_ok;
+    }
+    free(st);
+    return ok ? result : NULL;
+}
+
 bool addon_register_model(napi_env env, napi_value exports)
 {
     return addon_define(env, exports, "load", load) && addon_define(env, exports, "close", close_model) &&
@@ -477,5 +550,6 @@ bool addon_register_model(napi_env env, napi_value exports)
            addon_define(env, exports, "detokenize", detokenize) &&
            addon_define(env, exports, "tokenToPiece", token_to_piece) &&
            addon_define(env, exports, "isEog", is_eog) &&
-           addon_define(env, exports, "applyChatTemplate", apply_chat_template);
+           addon_define(env, exports, "applyChatTemplate", apply_chat_template) &&
+           addon_define(env, exports, "streamStats", stream_stats);
 }

@@ -214,6 +214,53 @@ strata_err strata_generate(strata_ctx *ctx, const strata_token *prompt, size_t n
                            strata_error *err);
 void strata_generate_result_free(strata_generate_result *res);
 
+/* ------------------------------------------------------------ streaming -- */
+
+/* Layer streaming: run a model larger than memory by reading its weights
+ * one part (embeddings, each block, head) at a time from a split store. */
+typedef struct strata_stream_params {
+    uint64_t memory_budget;  /* bytes of weights kept in memory: the parts that
+                                fit stay resident, the rest stream; 0: one
+                                layer at a time (+ one read ahead) */
+    int prefetch;            /* parts read ahead: -1 as many as the budget
+                                allows (at least 1), 0 none */
+    const char *compression; /* splitting a GGUF: NULL/"none", "8bit" (Q8_0),
+                                "4bit" (Q4_0) for the 2-D weight matrices */
+    const char *store_path;  /* NULL: "<model>.strata-store" ("-8bit"/"-4bit"
+                                appended when compressed) beside the file, or
+                                in $STRATA_STORE_DIR when set */
+    bool delete_original;    /* delete the GGUF once its store is complete */
+    bool verify;             /* check each part's checksum the first time it loads */
+    bool in_place;           /* stream the GGUF itself, without a store: each
+                                layer's tensors must be contiguous, norms F32,
+                                output untied (else STRATA_ERR_UNSUPPORTED);
+                                compression and store_path are ignored */
+} strata_stream_params;
+
+void strata_stream_params_default(strata_stream_params *p);
+
+/* path: a GGUF file (split once into its store, which later loads reuse) or
+ * a store folder. Free with strata_model_free. */
+strata_err strata_model_load_streamed(const char *path, const strata_model_params *params,
+                                      const strata_stream_params *sp, strata_model **out,
+                                      strata_error *err);
+
+/* Profiling counters of one weight part of a streamed model. */
+typedef struct strata_stream_stats {
+    int part;            /* -1 embeddings, 0..n_layers-1 blocks, n_layers the head */
+    bool resident;       /* read once and kept (within the memory budget) */
+    uint64_t loads;      /* times read from disk */
+    uint64_t bytes_read;
+    double read_ms;      /* reader thread: read + checksum + parse */
+    double stall_ms;     /* time the forward pass waited for the part */
+    double compute_ms;   /* time the forward pass held it (acquire -> release) */
+} strata_stream_stats;
+
+/* Fills min(cap, parts) entries in part order and returns the number of
+ * parts (n_layers + 2); 0 for a model that is not streamed. reset: zero the
+ * counters afterwards. Safe while another thread runs the model. */
+size_t strata_model_stream_stats(strata_model *model, strata_stream_stats *out, size_t cap, bool reset);
+
 #ifdef __cplusplus
 }
 #endif

@@ -106,6 +106,7 @@ struct strata_model {
     uint64_t n_params;
     char name[128];
     st_part_source source;  /* resident by default; a streamer for streamed models */
+    void (*source_free)(void *user); /* NULL, or frees source.user with the model (streamed) */
 };
 
 /* The resident source: views straight into the model's tensors. */

@@ -11,6 +11,7 @@
 // prompts. Every async call on a Model goes through one promise queue, so
 // the native context never sees two operations at once.
 
+const fs = require('node:fs');
 const path = require('node:path');
 const { binding } = require('./binding');
 
@@ -123,6 +124,19 @@ class Model {
 
   get closed() {
     return this.#closing;
+  }
+
+  /**
+   * Layer-streaming counters, one entry per weight part in order (part -1:
+   * embeddings, 0..nLayers-1: blocks, nLayers: head): {part, resident,
+   * loads, bytesRead, readMs, stallMs, computeMs}; null when the model is
+   * not streamed. reset: zero them after reading.
+   */
+  streamStats(options) {
+    this.#checkOpen();
+    const o = checkOptions(options, 'streamStats');
+    checkType(o, 'reset', 'boolean', 'streamStats');
+    return binding().streamStats(this.#native, { reset: o.reset ?? false });
   }
 
   #checkOpen() {
@@ -356,11 +370,28 @@ const LOAD_OPTIONS = {
   contextSize: 'number',
   batch: 'number',
   kvF32: 'boolean',
+  // layer streaming (a split store beside the model, made on first use)
+  streaming: 'boolean',
+  memoryBudget: 'number',
+  prefetch: 'number',
+  compression: 'string',
+  storePath: 'string',
+  deleteOriginal: 'boolean',
+  inPlace: 'boolean',
 };
 
 /**
  * Load a GGUF model. Options: threads (0: all cores), mmap, mlock,
  * contextSize (KV cache tokens; 0: min(trained, 4096)), batch, kvF32.
+ * Layer streaming, for models larger than memory: memoryBudget (bytes of
+ * weights kept in memory; the layers that fit stay resident, the others are
+ * read from disk each step; 0: one layer at a time), compression ('none',
+ * '8bit', '4bit'), storePath (default `<model>.strata-store[-8bit|-4bit]`
+ * beside the file, or in $STRATA_STORE_DIR), prefetch (parts read ahead;
+ * default: as many as the budget allows), deleteOriginal, streaming: true
+ * (stream with the defaults), inPlace: true (stream the GGUF itself, no
+ * store; needs per-layer contiguous tensors and an untied output). The path
+ * may also be a store folder.
  */
 async function loadModel(modelPath, options) {
   if (typeof modelPath !== 'string' || modelPath.length === 0) {
@@ -377,11 +408,23 @@ async function loadModel(modelPath, options) {
     }
   }
   const b = binding();
-  const { model, info } = await b.load(path.resolve(modelPath), {
+  if (o.compression !== undefined && o.compression !== null && !['none', '8bit', '4bit'].includes(o.compression)) {
+    throw typeError(`loadModel: option 'compression' must be 'none', '8bit' or '4bit' (got ${o.compression})`);
+  }
+  const loadOptions = {
     threads: o.threads,
     mmap: o.mmap,
     mlock: o.mlock,
-  });
+  };
+  for (const k of ['streaming', 'memoryBudget', 'prefetch', 'compression', 'storePath', 'deleteOriginal', 'inPlace']) {
+    if (o[k] !== undefined && o[k] !== null) {
+      loadOptions[k] = k === 'storePath' ? path.resolve(o[k]) : o[k];
+    }
+  }
+  if (fs.existsSync(path.join(modelPath, 'manifest.json'))) {
+    loadOptions.streaming = true; // a split store folder
+  }
+  const { model, info } = await b.load(path.resolve(modelPath), loadOptions);
   const ctxOptions = {
     contextSize: o.contextSize,
     batch: o.batch,

@@ -1,0 +1,116 @@
+// Layer streaming through the JS API: loadModel(path, {memoryBudget,
+// compression, storePath, prefetch}) splits the GGUF once into a store beside
+// it and streams; logits equal the resident model's bit for bit.
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureModel } from './helpers/models.mjs';
+import { strataApi } from './helpers/strata.mjs';
+
+const SPEC = { arch: 'llama', type: 'Q8_0', dim: 128, layers: 4, heads: 4, kvHeads: 2, ff: 256 };
+const TOKENS = Int32Array.from([1, 17, 300, 42, 99]);
+const OPTS = { threads: 2, contextSize: 64 };
+
+const { loadModel } = strataApi();
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-streaming-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+const model = path.join(dir, 'model.gguf');
+fs.copyFileSync(ensureModel(SPEC), model);
+
+async function logitsOf(options) {
+  const m = await loadModel(model, { ...OPTS, ...options });
+  try {
+    return { logits: await m.evaluate(TOKENS), info: m.info, text: (await m.generate('Once upon', { maxTokens: 8, temperature: 0 })).text };
+  } finally {
+    await m.close();
+  }
+}
+
+t.test('streamed logits equal resident ones at every budget', async (t) => {
+  const ref = await logitsOf({});
+  const store = `${model}.strata-store`;
+  for (const memoryBudget of [0, 100_000, 400_000, 1e9]) {
+    const got = await logitsOf({ memoryBudget });
+    t.same(Buffer.from(got.logits.buffer), Buffer.from(ref.logits.buffer), `budget ${memoryBudget}: identical logits`);
+    t.equal(got.text, ref.text, `budget ${memoryBudget}: same greedy text`);
+    t.equal(got.info.nLayers, SPEC.layers);
+    t.equal(got.info.nParams, ref.info.nParams);
+  }
+  t.ok(fs.existsSync(path.join(store, 'manifest.json')), 'store made beside the model');
+  const manifest = JSON.parse(fs.readFileSync(path.join(store, 'manifest.json'), 'utf8'));
+  t.equal(manifest.complete, true);
+  t.equal(manifest.parts.length, SPEC.layers + 3);
+  // the store is reused, not rewritten
+  const mtime = fs.statSync(path.join(store, 'blk.0.gguf')).mtimeMs;
+  await logitsOf({ streaming: true, prefetch: 0 });
+  t.equal(fs.statSync(path.join(store, 'blk.0.gguf')).mtimeMs, mtime, 'second load reuses the store');
+  // the store folder loads by itself
+  const m = await loadModel(store, OPTS);
+  t.same(Buffer.from((await m.evaluate(TOKENS)).buffer), Buffer.from(ref.logits.buffer), 'store folder loads');
+  // profiling counters
+  m.streamStats({ reset: true });
+  await m.evaluate(TOKENS);
+  const stats = m.streamStats();
+  t.equal(stats.length, SPEC.layers + 2);
+  t.same(stats.map((s) => s.part), [-1, 0, 1, 2, 3, 4]);
+  // the reader may have read the first blocks ahead before the reset
+  const blocks = stats.slice(1, -1);
+  const sum = (k) => blocks.reduce((a, s) => a + s[k], 0);
+  t.ok(sum('loads') >= SPEC.layers - 2 && sum('bytesRead') > 0 && sum('readMs') > 0, 'blocks read');
+  t.ok(blocks.every((s) => s.computeMs > 0 && s.stallMs >= 0 && !s.resident), 'block counters');
+  t.equal(stats[0].resident, true, 'the embedding is mapped');
+  await m.close();
+  const r = await loadModel(model, OPTS);
+  t.equal(r.streamStats(), null, 'a resident model has no streaming counters');
+  await r.close();
+});
+
+t.test('compression and custom store path', async (t) => {
+  const ref = await logitsOf({});
+  const storePath = path.join(dir, 'custom-4bit');
+  const q4 = await logitsOf({ compression: '4bit', storePath, memoryBudget: 0 });
+  t.equal(q4.info.weightType.toLowerCase(), 'q4_0');
+  t.ok(fs.existsSync(path.join(storePath, 'manifest.json')));
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.logits.length; i++) {
+    num += (q4.logits[i] - ref.logits[i]) ** 2;
+    den += ref.logits[i] ** 2;
+  }
+  t.ok(Math.sqrt(num / den) < 0.5, `4bit relative RMS error ${Math.sqrt(num / den).toFixed(3)} on random weights`);
+  const q8 = await logitsOf({ compression: '8bit' }); // Q8_0 already: kept as is
+  t.same(Buffer.from(q8.logits.buffer), Buffer.from(ref.logits.buffer));
+  t.ok(fs.existsSync(`${model}.strata-store-8bit`));
+  await t.rejects(loadModel(model, { compression: '2bit' }), { code: 'STRATA_ERR_ARG' });
+  await t.rejects(loadModel(model, { memoryBudget: -1 }), { code: 'STRATA_ERR_ARG' });
+});
+
+t.test('in place: the GGUF streams without a store', async (t) => {
+  const ref = await logitsOf({});
+  for (const memoryBudget of [0, 1e9]) {
+    const got = await logitsOf({ inPlace: true, memoryBudget });
+    t.same(Buffer.from(got.logits.buffer), Buffer.from(ref.logits.buffer), `budget ${memoryBudget}: identical logits`);
+  }
+  const tied = path.join(dir, 'tied.gguf');
+  fs.copyFileSync(ensureModel({ ...SPEC, tied: true }), tied);
+  await t.rejects(loadModel(tied, { inPlace: true }), { code: 'STRATA_ERR_UNSUPPORTED', message: /ties its output/ });
+});
+
+t.test('broken stores give clear errors', async (t) => {
+  const storePath = path.join(dir, 'broken');
+  (await loadModel(model, { storePath, memoryBudget: 0 })).close();
+  const part = path.join(storePath, 'blk.1.gguf');
+  const buf = fs.readFileSync(part);
+  buf[buf.length - 3] ^= 1;
+  fs.writeFileSync(part, buf);
+  const m = await loadModel(storePath, { ...OPTS, memoryBudget: 0 });
+  await t.rejects(m.evaluate(TOKENS), { message: /blk\.1\.gguf.*checksum/ }, 'corrupt part named at use');
+  await m.close();
+  await t.rejects(loadModel(storePath, { ...OPTS, memoryBudget: 1e9 }), { message: /blk\.1\.gguf.*checksum/ },
+    'corrupt part named at load when resident');
+  fs.unlinkSync(part);
+  await t.rejects(loadModel(storePath, OPTS), { message: /blk\.1\.gguf.*missing/ });
+  fs.writeFileSync(path.join(storePath, 'manifest.json'), '{"format": "strata-store", ');
+  await t.rejects(loadModel(storePath, OPTS), { code: 'STRATA_ERR_FORMAT', message: /manifest\.json/ });
+});
