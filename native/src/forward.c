@@ -103,7 +103,7 @@ struct st_runner {
     float *gate;             /* (max_tokens, max(n_ff, n_embd)) */
     float *up;               /* (max_tokens, max(n_ff, n_embd)) */
     float *rope;             /* (max_tokens, n_rot) cos/sin pairs per row */
-    float *att_scratch;      /* (n_threads, n_ctx_max + 2 * head_dim) */
+    float *att_scratch;      /* (n_threads, att_scratch_floats) */
     strata_ctx **row_ctx;    /* (max_tokens) sequence of each stacked row */
     int *row_pos;            /* (max_tokens) position of each row */
     float *out_rows;         /* (n_out_cap, n_vocab) logits of rows that want them */
@@ -114,6 +114,14 @@ struct st_runner {
 static float *alloc_floats(size_t n)
 {
     return st_aligned_alloc(64, (n == 0 ? 1 : n) * sizeof(float));
+}
+
+/* Attention scratch per thread: scores of the query heads sharing a KV head,
+ * and one converted K or V row. */
+static size_t att_scratch_floats(const st_runner *r)
+{
+    const st_hparams *hp = &r->model->hp;
+    return (size_t)(hp->n_head / hp->n_head_kv) * r->n_ctx_max + hp->head_dim + 16;
 }
 
 strata_err st_runner_new(const strata_model *m, int max_tokens, int n_ctx_max, st_pool *pool, st_runner **out,
@@ -146,7 +154,7 @@ strata_err st_runner_new(const strata_model *m, int max_tokens, int n_ctx_max, s
     r->gate = alloc_floats(B * wide);
     r->up = alloc_floats(B * wide);
     r->rope = alloc_floats(B * hp->n_rot);
-    r->att_scratch = alloc_floats((size_t)st_pool_size(pool) * ((size_t)n_ctx_max + 2 * hp->head_dim));
+    r->att_scratch = alloc_floats((size_t)st_pool_size(pool) * att_scratch_floats(r));
     r->row_ctx = st_calloc(B, sizeof(strata_ctx *));
     r->row_pos = st_calloc(B, sizeof(int));
     r->out_row_idx = st_calloc(B, sizeof(int));
@@ -234,6 +242,52 @@ static void matmul1(st_runner *r, const float *x, int n_tok, const st_weight *w,
 
 /* ----------------------------------------------------------- attention -- */
 
+/* y += a * x: the attention's V accumulation, vectorized per CPU level. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+__attribute__((target("avx512f"))) static void axpy_avx512(int n, float a, const float *x, float *y)
+{
+    const __m512 va = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) {
+        y[i] += a * x[i];
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(int n, float a, const float *x, float *y)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) {
+        y[i] += a * x[i];
+    }
+}
+#endif
+
+static void axpy(int simd, int n, float a, const float *x, float *y)
+{
+#if defined(__x86_64__)
+    if (simd >= 2) {
+        axpy_avx512(n, a, x, y);
+        return;
+    }
+    if (simd >= 1) {
+        axpy_avx2(n, a, x, y);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) {
+        y[i] += a * x[i];
+    }
+}
+
 typedef struct {
     st_runner *r;
     int layer;
@@ -241,6 +295,8 @@ typedef struct {
     float *out;     /* (n_rows, n_head * head_dim) */
 } att_job;
 
+/* One task = one query row and one KV head: the `group` query heads that
+ * share that KV head read each K and V row once (GQA), converted to F32 once. */
 static void att_task(void *arg, int ith, int nth)
 {
     att_job *job = arg;
@@ -250,60 +306,62 @@ static void att_task(void *arg, int ith, int nth)
     const int kv_dim = hp->n_head_kv * hd;
     const int group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = r->att_scratch + (size_t)ith * (r->n_ctx_max + 2 * hd);
-    float *qconv = scores + r->n_ctx_max; /* q in the cache's type (fp16 uses half of it) */
-    float *vrow = qconv + hd;
+    st_vec_dot_fn dot = st_vec_dot_get(ST_F32, r->simd);
+    float *scores = r->att_scratch + (size_t)ith * att_scratch_floats(r);  /* (group, n_ctx_max) */
+    float *row = scores + (size_t)group * r->n_ctx_max;                    /* (head_dim) */
 
     int64_t start, end;
-    st_split_range((int64_t)job->n_rows * hp->n_head, ith, nth, &start, &end);
+    st_split_range((int64_t)job->n_rows * hp->n_head_kv, ith, nth, &start, &end);
     for (int64_t task = start; task < end; task++) {
-        const int t = (int)(task / hp->n_head);
-        const int h = (int)(task % hp->n_head);
-        const int g = h / group;
+        const int t = (int)(task / hp->n_head_kv);
+        const int g = (int)(task % hp->n_head_kv);
         const strata_ctx *ctx = r->row_ctx[t];
         const st_kv_layer *kv = &ctx->kv[job->layer];
         const bool f16 = ctx->kv_type == ST_F16;
         const size_t esz = f16 ? 2 : 4;
-        st_vec_dot_fn dot = st_vec_dot_get(ctx->kv_type, r->simd);
         const int n_keys = r->row_pos[t] + 1; /* causal: keys 0..pos */
-        const float *q = r->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
-        if (f16) {
-            st_quantize_row(ST_F16, q, qconv, hd);
-        } else {
-            memcpy(qconv, q, (size_t)hd * sizeof(float));
-        }
-        float max = -INFINITY;
+        const float *q = r->q + (size_t)t * hp->n_head * hd + (size_t)g * group * hd;
+        float *o = job->out + (size_t)t * hp->n_head * hd + (size_t)g * group * hd;
+
         for (int j = 0; j < n_keys; j++) {
-            const uint8_t *krow = (const uint8_t *)kv->k + ((size_t)j * kv_dim + (size_t)g * hd) * esz;
-            float s;
-            dot(hd, &s, krow, qconv);
-            s *= scale;
-            scores[j] = s;
-            if (s > max) {
-                max = s;
-            }
-        }
-        double sum = 0.0;
-        for (int j = 0; j < n_keys; j++) {
-            const float e = expf(scores[j] - max);
-            scores[j] = e;
-            sum += e;
-        }
-        const float inv = (float)(1.0 / sum);
-        float *o = job->out + (size_t)t * hp->n_head * hd + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int j = 0; j < n_keys; j++) {
-            const float p = scores[j] * inv;
-            const uint8_t *vr = (const uint8_t *)kv->v + ((size_t)j * kv_dim + (size_t)g * hd) * esz;
-            const float *vf;
+            const uint8_t *k = (const uint8_t *)kv->k + ((size_t)j * kv_dim + (size_t)g * hd) * esz;
+            const float *kf = (const float *)k;
             if (f16) {
-                st_dequant_row(ST_F16, vr, vrow, hd);
-                vf = vrow;
-            } else {
-                vf = (const float *)vr;
+                st_fp16_to_fp32_row((const st_half *)k, row, hd);
+                kf = row;
             }
-            for (int d = 0; d < hd; d++) {
-                o[d] += p * vf[d];
+            for (int h = 0; h < group; h++) {
+                float sc;
+                dot(hd, &sc, kf, q + (size_t)h * hd);
+                scores[(size_t)h * r->n_ctx_max + j] = sc * scale;
+            }
+        }
+        for (int h = 0; h < group; h++) {
+            float *sh = scores + (size_t)h * r->n_ctx_max;
+            float max = -INFINITY;
+            for (int j = 0; j < n_keys; j++) {
+                max = sh[j] > max ? sh[j] : max;
+            }
+            double sum = 0.0;
+            for (int j = 0; j < n_keys; j++) {
+                sh[j] = expf(sh[j] - max);
+                sum += sh[j];
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int j = 0; j < n_keys; j++) {
+                sh[j] *= inv;
+            }
+        }
+        memset(o, 0, (size_t)group * hd * sizeof(float));
+        for (int j = 0; j < n_keys; j++) {
+            const uint8_t *v = (const uint8_t *)kv->v + ((size_t)j * kv_dim + (size_t)g * hd) * esz;
+            const float *vf = (const float *)v;
+            if (f16) {
+                st_fp16_to_fp32_row((const st_half *)v, row, hd);
+                vf = row;
+            }
+            for (int h = 0; h < group; h++) {
+                axpy(r->simd, hd, scores[(size_t)h * r->n_ctx_max + j], vf, o + (size_t)h * hd);
             }
         }
     }
