@@ -20,6 +20,11 @@ export const PACKAGE_NAME = 'n8n-nodes-strata';
 export const REDIS_CREDENTIAL = { id: 'StrataRedisLocal', name: 'Strata Redis' };
 export const WEBHOOK_CREDENTIAL = { id: 'StrataWebhookKey', name: 'Strata Webhook Key' };
 export const WEBHOOK_HEADER = 'X-Strata-Key';
+// The notification and hourly workflows: SMTP for email, and the SkillSwap
+// API's key (a Header Auth credential) for its users and in-app endpoints.
+export const SMTP_CREDENTIAL = { id: 'StrataSmtp', name: 'Strata SMTP' };
+export const SKILLSWAP_CREDENTIAL = { id: 'SkillSwapApiKey', name: 'SkillSwap API Key' };
+export const SKILLSWAP_HEADER = 'X-SkillSwap-Key';
 
 function run(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, ...opts });
@@ -304,6 +309,9 @@ export function n8nEnv({ userFolder, port, brokerPort, model, extra = {} }) {
     N8N_NO_BROWSER: 'true',
     EXTERNAL_FRONTEND_HOOKS_URLS: '',
     N8N_DYNAMIC_BANNERS_ENABLED: 'false',
+    // the SkillSwap workflows read SKILLSWAP_API_URL / SKILLSWAP_PUSH_URL /
+    // SKILLSWAP_MAIL_FROM with $env, which n8n blocks by default
+    N8N_BLOCK_ENV_ACCESS_IN_NODE: 'false',
     STRATA_MODEL: model,
     ...extra,
   };
@@ -314,8 +322,12 @@ export function n8nCli(env, args) {
   return run(process.execPath, [N8N_BIN, ...args], { env, cwd: env.N8N_USER_FOLDER });
 }
 
-/** The Redis and Header Auth credentials, imported with their data (n8n encrypts it). */
-export function importCredentials(env, { redisPort, webhookKey, dir }) {
+/**
+ * The credentials the bundled workflows use, imported with their data (n8n
+ * encrypts it): Redis, the webhooks' Header Auth, SMTP (no TLS, no auth by
+ * default: a local relay) and the SkillSwap API key.
+ */
+export function importCredentials(env, { redisPort, webhookKey, dir, smtp = {}, skillswapApiKey = '' }) {
   const file = join(dir, 'credentials.json');
   const creds = [
     {
@@ -327,6 +339,24 @@ export function importCredentials(env, { redisPort, webhookKey, dir }) {
       ...WEBHOOK_CREDENTIAL,
       type: 'httpHeaderAuth',
       data: { name: WEBHOOK_HEADER, value: webhookKey },
+    },
+    {
+      ...SMTP_CREDENTIAL,
+      type: 'smtp',
+      data: {
+        host: smtp.host ?? '127.0.0.1',
+        port: smtp.port ?? 1025,
+        secure: smtp.secure ?? false,
+        disableStartTls: smtp.disableStartTls ?? true,
+        user: smtp.user ?? '',
+        password: smtp.password ?? '',
+        hostName: '',
+      },
+    },
+    {
+      ...SKILLSWAP_CREDENTIAL,
+      type: 'httpHeaderAuth',
+      data: { name: SKILLSWAP_HEADER, value: skillswapApiKey },
     },
   ];
   writeFileSync(file, JSON.stringify(creds, null, 2), { mode: 0o600 });
@@ -445,6 +475,8 @@ export async function launch({
   workflows = bundledWorkflows(),
   webhookKey,
   port,
+  smtp = {},
+  skillswapApiKey = '',
   extraEnv = {},
   log = () => {},
   onLine,
@@ -470,7 +502,7 @@ export async function launch({
       extra: extraEnv,
     });
     log('importing credentials and workflows...');
-    importCredentials(env, { redisPort, webhookKey, dir });
+    importCredentials(env, { redisPort, webhookKey, dir, smtp, skillswapApiKey });
     const wfs = workflows.map((w) => (typeof w === 'string' ? JSON.parse(readFileSync(w, 'utf8')) : w));
     importWorkflows(env, wfs, { dir });
     log('starting n8n...');
