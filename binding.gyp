@@ -4,7 +4,10 @@
   # no -march=native here: the .node must run on any x86-64/arm64 machine.
   "variables": {
     # 1 later builds the CUDA backend (not wired yet).
-    "strata_cuda%": 0
+    "strata_cuda%": 0,
+    # 1: the strata-worker client (native/addon/client.c) links nng; 0 (no
+    # nng headers found, or STRATA_NNG=0) builds it as stubs that throw.
+    "strata_nng%": "<!(node -p \"process.env.STRATA_NNG || (['/usr/include','/usr/local/include','/opt/homebrew/include'].some(d=>require('fs').existsSync(d+'/nng/nng.h')) ? 1 : 0)\")"
   },
   "targets": [
     {
@@ -26,6 +29,11 @@
         }
       },
       "conditions": [
+        ["strata_nng==1", {
+          "libraries": ["-lnng"]
+        }, {
+          "defines": ["STRATA_NO_WORKER_CLIENT=1"]
+        }],
         ["strata_cuda==1", {
           "defines": ["STRATA_CUDA=1"]
         }],

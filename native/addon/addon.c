@@ -615,13 +615,17 @@ bool addon_define(napi_env env, napi_value exports, const char *name, napi_callb
     return addon_set_value(env, exports, name, fn);
 }
 
+/* client.c: the strata-worker nng client (workerConnect, workerRequest, ...). */
+bool addon_register_client(napi_env env, napi_value exports);
+
 NAPI_MODULE_INIT()
 {
     if (!addon_define(env, exports, "createCancelToken", create_cancel_token) ||
         !addon_define(env, exports, "cancel", cancel) ||
         !addon_define(env, exports, "isCancelled", is_cancelled) ||
         !addon_set_string(env, exports, "version", STRATA_VERSION) ||
-        !addon_register_model(env, exports) || !addon_register_context(env, exports)) {
+        !addon_register_model(env, exports) || !addon_register_context(env, exports) ||
+        !addon_register_client(env, exports)) {
         return NULL;
     }
     return exports;

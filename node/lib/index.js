@@ -442,6 +442,8 @@ async function loadModel(modelPath, options) {
 module.exports = {
   loadModel,
   Model,
+  // the same operations through a strata-worker daemon (nng): see worker.js
+  connectWorker: (...args) => require('./worker').connectWorker(...args),
   STOP_REASONS,
   get version() {
     return binding().version;
