@@ -323,6 +323,10 @@ static void test_corrupt_midstream(const char *src)
     CHECK(st_model_open_streamed(dir, NULL, &o, &m, &s, &err) == STRATA_OK);
     FILE *f = fopen(P("/corrupt.store/blk.1.gguf"), "r+b");
     CHECK(f != NULL);
+    if (f == NULL) {
+        st_model_close_streamed(m, s);
+        return;
+    }
     fseek(f, -5, SEEK_END);
     int c = fgetc(f);
     fseek(f, -5, SEEK_END);
