@@ -13,29 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t elem_size(gguf_type t)
-{
-    switch (t) {
-    case GGUF_T_UINT8:
-    case GGUF_T_INT8:
-    case GGUF_T_BOOL:
-        return 1;
-    case GGUF_T_UINT16:
-    case GGUF_T_INT16:
-        return 2;
-    case GGUF_T_UINT32:
-    case GGUF_T_INT32:
-    case GGUF_T_FLOAT32:
-        return 4;
-    case GGUF_T_UINT64:
-    case GGUF_T_INT64:
-    case GGUF_T_FLOAT64:
-        return 8;
-    default:
-        return 0;
-    }
-}
-
 /* Read the first and last byte of a view; the empty asm keeps the reads. */
 static void touch(const void *p, uint64_t n)
 {
@@ -83,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     touch(kv->v.arr.strs[j].ptr, kv->v.arr.strs[j].len);
                 }
             } else {
-                touch(kv->v.arr.data, kv->v.arr.n * elem_size(kv->v.arr.type));
+                touch(kv->v.arr.data, kv->v.arr.n * gguf_type_size(kv->v.arr.type));
             }
         }
     }

@@ -70,7 +70,7 @@ static strata_err read_str(cursor *c, gguf_str *s, const char *what)
     return STRATA_OK;
 }
 
-static uint64_t scalar_size(gguf_type t)
+uint64_t gguf_type_size(gguf_type t)
 {
     switch (t) {
     case GGUF_T_UINT8:
@@ -168,7 +168,7 @@ static strata_err parse_kv(cursor *c, gguf_kv *kv)
         return read_str(c, &kv->v.str, "metadata string");
     }
     if (type != GGUF_T_ARRAY) {
-        uint64_t n = scalar_size(kv->type);
+        uint64_t n = gguf_type_size(kv->type);
         if (n > c->size - c->pos) {
             return truncated(c, "metadata value");
         }
@@ -210,7 +210,7 @@ static strata_err parse_kv(cursor *c, gguf_kv *kv)
         }
         return STRATA_OK;
     }
-    uint64_t esz = scalar_size((gguf_type)etype);
+    uint64_t esz = gguf_type_size((gguf_type)etype);
     if (n > (c->size - c->pos) / esz) {
         return truncated(c, "array data");
     }

@@ -96,4 +96,7 @@ const gguf_kv *gguf_get_arr(const gguf_file *f, const char *key, gguf_type elem_
 
 bool gguf_str_eq(gguf_str s, const char *c);
 
+/* Bytes of one scalar of type t; 0 for STRING, ARRAY and unknown types. */
+uint64_t gguf_type_size(gguf_type t);
+
 #endif

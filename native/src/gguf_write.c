@@ -195,29 +195,6 @@ strata_err gguf_writer_set_alignment(gguf_writer *w, uint32_t alignment)
 
 /* ----------------------------------------------------------- metadata -- */
 
-static uint64_t elem_size(gguf_type t)
-{
-    switch (t) {
-    case GGUF_T_UINT8:
-    case GGUF_T_INT8:
-    case GGUF_T_BOOL:
-        return 1;
-    case GGUF_T_UINT16:
-    case GGUF_T_INT16:
-        return 2;
-    case GGUF_T_UINT32:
-    case GGUF_T_INT32:
-    case GGUF_T_FLOAT32:
-        return 4;
-    case GGUF_T_UINT64:
-    case GGUF_T_INT64:
-    case GGUF_T_FLOAT64:
-        return 8;
-    default:
-        return 0;
-    }
-}
-
 /* Start a new entry: checks the key, appends key and type. Returns the
  * entry (its bytes to be completed by the caller) or NULL after fail(). */
 static wkv *kv_begin(gguf_writer *w, const char *key, gguf_type type)
@@ -279,7 +256,7 @@ static strata_err add_scalar(gguf_writer *w, const char *key, gguf_type type, co
     if (e == NULL) {
         return w->failed;
     }
-    return kv_end(w, e, bbuf_put(&e->bytes, v, (size_t)elem_size(type)));
+    return kv_end(w, e, bbuf_put(&e->bytes, v, (size_t)gguf_type_size(type)));
 }
 
 strata_err gguf_writer_add_u8(gguf_writer *w, const char *key, uint8_t v)
@@ -366,7 +343,7 @@ strata_err gguf_writer_add_str(gguf_writer *w, const char *key, const char *s)
 
 strata_err gguf_writer_add_arr(gguf_writer *w, const char *key, gguf_type elem, const void *data, uint64_t n)
 {
-    uint64_t esz = elem < GGUF_T_COUNT ? elem_size(elem) : 0;
+    uint64_t esz = elem < GGUF_T_COUNT ? gguf_type_size(elem) : 0;
     if (esz == 0) {
         return fail(w, STRATA_ERR_ARG, "GGUF metadata '%s': arrays of type %d need add_str_arr or are not allowed",
                     key ? key : "", (int)elem);

@@ -6,6 +6,7 @@
 #include "hf_import.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,12 +251,35 @@ static strata_err get_vector(loader *ld, const char *name, int64_t n, bool requi
     return STRATA_OK;
 }
 
+void st_layer_tensors(const st_hparams *hp, st_layer_tensor out[ST_LAYER_TENSORS])
+{
+    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    const bool biases = hp->arch == ST_ARCH_QWEN2; /* llama fine-tunes may carry them too */
+    const bool qk_norm = hp->arch == ST_ARCH_QWEN3;
+    const st_layer_tensor specs[ST_LAYER_TENSORS] = {
+        {"attn_norm.weight", false, offsetof(st_layer, attn_norm), hp->n_embd, 1, true},
+        {"attn_q.weight", true, offsetof(st_layer, wq), hp->n_embd, q_dim, true},
+        {"attn_k.weight", true, offsetof(st_layer, wk), hp->n_embd, kv_dim, true},
+        {"attn_v.weight", true, offsetof(st_layer, wv), hp->n_embd, kv_dim, true},
+        {"attn_output.weight", true, offsetof(st_layer, wo), q_dim, hp->n_embd, true},
+        {"attn_q.bias", false, offsetof(st_layer, bq), q_dim, 1, biases},
+        {"attn_k.bias", false, offsetof(st_layer, bk), kv_dim, 1, biases},
+        {"attn_v.bias", false, offsetof(st_layer, bv), kv_dim, 1, biases},
+        {"attn_q_norm.weight", false, offsetof(st_layer, q_norm), hp->head_dim, 1, qk_norm},
+        {"attn_k_norm.weight", false, offsetof(st_layer, k_norm), hp->head_dim, 1, qk_norm},
+        {"ffn_norm.weight", false, offsetof(st_layer, ffn_norm), hp->n_embd, 1, true},
+        {"ffn_gate.weight", true, offsetof(st_layer, w_gate), hp->n_embd, hp->n_ff, true},
+        {"ffn_up.weight", true, offsetof(st_layer, w_up), hp->n_embd, hp->n_ff, true},
+        {"ffn_down.weight", true, offsetof(st_layer, w_down), hp->n_ff, hp->n_embd, true},
+    };
+    memcpy(out, specs, sizeof(specs));
+}
+
 static strata_err load_tensors(loader *ld)
 {
     strata_model *m = ld->m;
     const st_hparams *hp = &m->hp;
-    int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     strata_err rc;
     char name[96];
 
@@ -282,37 +306,19 @@ static strata_err load_tensors(loader *ld)
     if (m->layers == NULL) {
         return st_error(ld->err, STRATA_ERR_NOMEM, "out of memory");
     }
-    bool biases = hp->arch == ST_ARCH_QWEN2;
-    bool qk_norm = hp->arch == ST_ARCH_QWEN3;
+    st_layer_tensor specs[ST_LAYER_TENSORS];
+    st_layer_tensors(hp, specs);
     for (int i = 0; i < hp->n_layers; i++) {
-        st_layer *l = &m->layers[i];
-#define VEC(field, suffix, n, req)                                                   \
-    snprintf(name, sizeof(name), "blk.%d.%s", i, suffix);                            \
-    if ((rc = get_vector(ld, name, n, req, &l->field)) != STRATA_OK) {               \
-        return rc;                                                                   \
-    }
-#define MAT(field, suffix, nin, nout)                                                \
-    snprintf(name, sizeof(name), "blk.%d.%s", i, suffix);                            \
-    if ((rc = get_weight(ld, name, nin, nout, true, &l->field)) != STRATA_OK) {      \
-        return rc;                                                                   \
-    }
-        VEC(attn_norm, "attn_norm.weight", hp->n_embd, true);
-        MAT(wq, "attn_q.weight", hp->n_embd, q_dim);
-        MAT(wk, "attn_k.weight", hp->n_embd, kv_dim);
-        MAT(wv, "attn_v.weight", hp->n_embd, kv_dim);
-        MAT(wo, "attn_output.weight", q_dim, hp->n_embd);
-        /* llama-family files may carry biases too (some fine-tunes); qwen2 must */
-        VEC(bq, "attn_q.bias", q_dim, biases);
-        VEC(bk, "attn_k.bias", kv_dim, biases);
-        VEC(bv, "attn_v.bias", kv_dim, biases);
-        VEC(q_norm, "attn_q_norm.weight", hp->head_dim, qk_norm);
-        VEC(k_norm, "attn_k_norm.weight", hp->head_dim, qk_norm);
-        VEC(ffn_norm, "ffn_norm.weight", hp->n_embd, true);
-        MAT(w_gate, "ffn_gate.weight", hp->n_embd, hp->n_ff);
-        MAT(w_up, "ffn_up.weight", hp->n_embd, hp->n_ff);
-        MAT(w_down, "ffn_down.weight", hp->n_ff, hp->n_embd);
-#undef VEC
-#undef MAT
+        uint8_t *l = (uint8_t *)&m->layers[i];
+        for (int j = 0; j < ST_LAYER_TENSORS; j++) {
+            const st_layer_tensor *t = &specs[j];
+            snprintf(name, sizeof(name), "blk.%d.%s", i, t->suffix);
+            rc = t->matrix ? get_weight(ld, name, t->n_in, t->n_out, t->required, (st_weight *)(l + t->offset))
+                           : get_vector(ld, name, t->n_in, t->required, (const float **)(l + t->offset));
+            if (rc != STRATA_OK) {
+                return rc;
+            }
+        }
         if (snprintf(name, sizeof(name), "blk.%d.ffn_gate_inp.weight", i) > 0 && gguf_find_tensor(m->gguf, name)) {
             return st_error(ld->err, STRATA_ERR_UNSUPPORTED, "mixture-of-experts models are not supported yet (%s)", name);
         }

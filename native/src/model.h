@@ -44,6 +44,23 @@ typedef struct {
     st_weight w_down;       /* (n_ff -> n_embd) */
 } st_layer;
 
+/* One tensor of a block, as the loader and the streamer bind it. */
+typedef struct {
+    const char *suffix;     /* name after "blk.N." */
+    bool matrix;            /* an st_weight field, else a const float * vector */
+    size_t offset;          /* of the field in st_layer */
+    int64_t n_in;           /* matrix: elements per row; vector: length */
+    int64_t n_out;          /* matrix rows */
+    bool required;
+} st_layer_tensor;
+
+#define ST_LAYER_TENSORS 14
+
+typedef struct st_hparams st_hparams;
+/* The tensors of a block for these hyper-parameters (biases required for
+ * qwen2, q/k norms for qwen3, optional otherwise). */
+void st_layer_tensors(const st_hparams *hp, st_layer_tensor out[ST_LAYER_TENSORS]);
+
 /* A view of one weight part: token embeddings (ST_PART_EMBED), a block, or
  * the output head. See batch.h. */
 typedef struct {
@@ -66,7 +83,7 @@ typedef struct st_part_source {
     void (*release)(void *user, int part);
 } st_part_source;
 
-typedef struct {
+struct st_hparams {
     st_arch arch;
     int n_layers;
     int n_embd;
@@ -87,7 +104,7 @@ typedef struct {
     float rope_beta_fast;
     float rope_beta_slow;
     int rope_n_ctx_orig;
-} st_hparams;
+};
 
 struct strata_model {
     gguf_file *gguf;

@@ -154,38 +154,21 @@ static strata_err bind_part(st_streamer *s, int idx, part_data *d, strata_error 
         return bind_weight(d, path, "output.weight", hp->n_embd, hp->n_vocab, true, &d->view.output, err);
     }
     const int i = idx - 1;
-    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    const bool biases = hp->arch == ST_ARCH_QWEN2, qk_norm = hp->arch == ST_ARCH_QWEN3;
     st_layer *l = &d->layer;
     char name[96];
     memset(l, 0, sizeof(*l));
-#define VEC(field, suffix, n, req)                                                                                     \
-    snprintf(name, sizeof(name), "blk.%d.%s", i, suffix);                                                              \
-    if ((rc = bind_vector(d, path, name, n, req, &l->field, err)) != STRATA_OK) {                                      \
-        return rc;                                                                                                     \
+    st_layer_tensor specs[ST_LAYER_TENSORS];
+    st_layer_tensors(hp, specs);
+    for (int j = 0; j < ST_LAYER_TENSORS; j++) {
+        const st_layer_tensor *t = &specs[j];
+        uint8_t *field = (uint8_t *)l + t->offset;
+        snprintf(name, sizeof(name), "blk.%d.%s", i, t->suffix);
+        rc = t->matrix ? bind_weight(d, path, name, t->n_in, t->n_out, t->required, (st_weight *)field, err)
+                       : bind_vector(d, path, name, t->n_in, t->required, (const float **)field, err);
+        if (rc != STRATA_OK) {
+            return rc;
+        }
     }
-#define MAT(field, suffix, nin, nout)                                                                                  \
-    snprintf(name, sizeof(name), "blk.%d.%s", i, suffix);                                                              \
-    if ((rc = bind_weight(d, path, name, nin, nout, true, &l->field, err)) != STRATA_OK) {                             \
-        return rc;                                                                                                     \
-    }
-    VEC(attn_norm, "attn_norm.weight", hp->n_embd, true);
-    MAT(wq, "attn_q.weight", hp->n_embd, q_dim);
-    MAT(wk, "attn_k.weight", hp->n_embd, kv_dim);
-    MAT(wv, "attn_v.weight", hp->n_embd, kv_dim);
-    MAT(wo, "attn_output.weight", q_dim, hp->n_embd);
-    VEC(bq, "attn_q.bias", q_dim, biases);
-    VEC(bk, "attn_k.bias", kv_dim, biases);
-    VEC(bv, "attn_v.bias", kv_dim, biases);
-    VEC(q_norm, "attn_q_norm.weight", hp->head_dim, qk_norm);
-    VEC(k_norm, "attn_k_norm.weight", hp->head_dim, qk_norm);
-    VEC(ffn_norm, "ffn_norm.weight", hp->n_embd, true);
-    MAT(w_gate, "ffn_gate.weight", hp->n_embd, hp->n_ff);
-    MAT(w_up, "ffn_up.weight", hp->n_embd, hp->n_ff);
-    MAT(w_down, "ffn_down.weight", hp->n_ff, hp->n_embd);
-#undef VEC
-#undef MAT
     d->view.layer = l;
     return STRATA_OK;
 }
