@@ -432,12 +432,6 @@ static inline ST_AVX512 int32_t hsum_i32x8(__m256i v)
     return _mm_cvtsi128_si32(h);
 }
 
-/* f + a * b with one rounding, as the vector FMAs of the GEMM tiles. */
-static inline ST_AVX512 float fma_ss(float a, float b, float f)
-{
-    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(f)));
-}
-
 /* Activation block scales and offset corrections (-offset * sum x). */
 static ST_AVX512 void q8_prep(const block_q8_0 *x, int64_t nb, int offset, float *dx, int32_t *corr)
 {
