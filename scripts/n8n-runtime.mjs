@@ -41,7 +41,9 @@ function run(cmd, args, opts = {}) {
 /** The installed n8n's version, or null when tests/n8n has none. */
 export function installedN8nVersion() {
   const pkg = join(N8N_DIR, 'node_modules', 'n8n', 'package.json');
-  if (!existsSync(pkg) || !existsSync(N8N_BIN)) {
+  // an install that skipped install scripts has no SQLite addon: not usable
+  const sqlite = join(N8N_DIR, 'node_modules', 'sqlite3', 'build', 'Release', 'node_sqlite3.node');
+  if (!existsSync(pkg) || !existsSync(N8N_BIN) || !existsSync(sqlite)) {
     return null;
   }
   return JSON.parse(readFileSync(pkg, 'utf8')).version;
@@ -57,7 +59,13 @@ export function ensureN8n({ log = () => {} } = {}) {
   }
   log(`installing n8n ${N8N_VERSION} into ${N8N_DIR} (once; a few minutes)...`);
   const ci = existsSync(join(N8N_DIR, 'package-lock.json'));
-  run('npm', [ci ? 'ci' : 'install', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: N8N_DIR, stdio: 'inherit' });
+  // n8n needs its install scripts (sqlite3 builds its addon): drop the
+  // npm_config_* that `npm test` / `npm start` pass down (our .npmrc sets
+  // ignore-scripts) and build against the local Node headers.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_config_/i.test(k)));
+  env.npm_config_nodedir = '/usr';
+  env.npm_config_ignore_scripts = 'false';
+  run('npm', [ci ? 'ci' : 'install', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: N8N_DIR, stdio: 'inherit', env });
   if (installedN8nVersion() !== N8N_VERSION) {
     throw new Error(`n8n ${N8N_VERSION} is not in ${N8N_DIR}/node_modules after npm install`);
   }
