@@ -35,22 +35,6 @@ const napi_type_tag addon_token_tag = {0x5e1a9c3d7b2f4e68ULL, 0xa4c7e2915d8b3f06
 
 /* ------------------------------------------------------------- errors -- */
 
-const char *addon_err_name(strata_err code)
-{
-    switch (code) {
-    case STRATA_OK: return "STRATA_OK";
-    case STRATA_ERR_IO: return "STRATA_ERR_IO";
-    case STRATA_ERR_FORMAT: return "STRATA_ERR_FORMAT";
-    case STRATA_ERR_UNSUPPORTED: return "STRATA_ERR_UNSUPPORTED";
-    case STRATA_ERR_NOMEM: return "STRATA_ERR_NOMEM";
-    case STRATA_ERR_ARG: return "STRATA_ERR_ARG";
-    case STRATA_ERR_LIMIT: return "STRATA_ERR_LIMIT";
-    case STRATA_ERR_CANCELLED: return "STRATA_ERR_CANCELLED";
-    case STRATA_ERR_INTERNAL: return "STRATA_ERR_INTERNAL";
-    }
-    return "STRATA_ERR_INTERNAL";
-}
-
 static bool is_exception_pending(napi_env env)
 {
     bool pending = false;
@@ -119,9 +103,9 @@ bool addon_throw_strata(napi_env env, strata_err code, const strata_error *err)
         return false;
     }
     if (code == STRATA_ERR_ARG) {
-        napi_throw_range_error(env, addon_err_name(code), strata_message(code, err));
+        napi_throw_range_error(env, strata_err_name(code), strata_message(code, err));
     } else {
-        napi_throw_error(env, addon_err_name(code), strata_message(code, err));
+        napi_throw_error(env, strata_err_name(code), strata_message(code, err));
     }
     return false;
 }
@@ -147,7 +131,7 @@ napi_value addon_strata_error(napi_env env, strata_err code, const strata_error 
 {
     napi_value code_v = NULL, msg_v = NULL, error = NULL;
     const char *msg = strata_message(code, err);
-    if (napi_create_string_utf8(env, addon_err_name(code), NAPI_AUTO_LENGTH, &code_v) != napi_ok ||
+    if (napi_create_string_utf8(env, strata_err_name(code), NAPI_AUTO_LENGTH, &code_v) != napi_ok ||
         napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v) != napi_ok) {
         return NULL;
     }

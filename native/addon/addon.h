@@ -71,7 +71,6 @@ bool addon_throw_napi(napi_env env, napi_status status, const char *what);
 
 /* JS Error with .code = "STRATA_ERR_..." and the engine's message (for rejects). */
 napi_value addon_strata_error(napi_env env, strata_err code, const strata_error *err);
-const char *addon_err_name(strata_err code);
 
 /* Run a napi call; on failure throw and return NULL from the caller. */
 #define ADDON_CALL(env, call)                                                       \

@@ -484,21 +484,6 @@ static void gen_execute(napi_env env, void *data)
                                      &w->base.err);
 }
 
-static const char *stop_name(strata_stop_reason r)
-{
-    switch (r) {
-    case STRATA_STOP_EOG: return "eog";
-    case STRATA_STOP_MAX_TOKENS: return "maxTokens";
-    case STRATA_STOP_STRING: return "stop";
-    case STRATA_STOP_CONTEXT: return "context";
-    case STRATA_STOP_JSON: return "json";
-    case STRATA_STOP_CALLBACK: return "callback";
-    case STRATA_STOP_CANCELLED: return "cancelled";
-    case STRATA_STOP_NONE: break;
-    }
-    return "none";
-}
-
 static void gen_free(gen_work *w)
 {
     free(w->prompt);
@@ -537,7 +522,7 @@ static void gen_settle(napi_env env, gen_work *w)
     bool ok = napi_create_object(env, &o) == napi_ok && addon_set_string(env, o, "text", text) &&
               addon_set_double(env, o, "promptTokens", (double)w->res.n_prompt_tokens) &&
               addon_set_double(env, o, "genTokens", (double)w->res.n_gen_tokens) &&
-              addon_set_string(env, o, "stopReason", cancelled ? "cancelled" : stop_name(w->res.stop)) &&
+              addon_set_string(env, o, "stopReason", cancelled ? "cancelled" : strata_stop_name(w->res.stop)) &&
               addon_set_double(env, o, "promptMs", w->res.prompt_ms) &&
               addon_set_double(env, o, "genMs", w->res.gen_ms);
     if (ok) {

@@ -36,6 +36,9 @@ typedef struct strata_error {
 } strata_error;
 
 const char *strata_strerror(strata_err code);
+/* The code's identifier, e.g. "STRATA_ERR_FORMAT" (for error codes in JS and
+ * in the worker protocol). */
+const char *strata_err_name(strata_err code);
 
 typedef int32_t strata_token;
 
@@ -180,6 +183,10 @@ typedef enum {
     STRATA_STOP_CALLBACK,   /* the callback asked to stop */
     STRATA_STOP_CANCELLED,  /* *cancel became non-zero */
 } strata_stop_reason;
+
+/* "eog", "maxTokens", "stop", "context", "json", "callback", "cancelled",
+ * or "none": the names the addon and the worker protocol use. */
+const char *strata_stop_name(strata_stop_reason r);
 
 /* Called with each new piece of text (UTF-8 complete; stop strings held back
  * until they can be ruled out). Return false to stop. */

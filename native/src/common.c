@@ -26,6 +26,37 @@ const char *strata_strerror(strata_err code)
     return error_names[code];
 }
 
+const char *strata_err_name(strata_err code)
+{
+    switch (code) {
+    case STRATA_OK: return "STRATA_OK";
+    case STRATA_ERR_IO: return "STRATA_ERR_IO";
+    case STRATA_ERR_FORMAT: return "STRATA_ERR_FORMAT";
+    case STRATA_ERR_UNSUPPORTED: return "STRATA_ERR_UNSUPPORTED";
+    case STRATA_ERR_NOMEM: return "STRATA_ERR_NOMEM";
+    case STRATA_ERR_ARG: return "STRATA_ERR_ARG";
+    case STRATA_ERR_LIMIT: return "STRATA_ERR_LIMIT";
+    case STRATA_ERR_CANCELLED: return "STRATA_ERR_CANCELLED";
+    case STRATA_ERR_INTERNAL: return "STRATA_ERR_INTERNAL";
+    }
+    return "STRATA_ERR_INTERNAL";
+}
+
+const char *strata_stop_name(strata_stop_reason r)
+{
+    switch (r) {
+    case STRATA_STOP_EOG: return "eog";
+    case STRATA_STOP_MAX_TOKENS: return "maxTokens";
+    case STRATA_STOP_STRING: return "stop";
+    case STRATA_STOP_CONTEXT: return "context";
+    case STRATA_STOP_JSON: return "json";
+    case STRATA_STOP_CALLBACK: return "callback";
+    case STRATA_STOP_CANCELLED: return "cancelled";
+    case STRATA_STOP_NONE: break;
+    }
+    return "none";
+}
+
 strata_err st_error(strata_error *err, strata_err code, const char *fmt, ...)
 {
     if (err != NULL) {

@@ -145,8 +145,8 @@ static void test_helpers(void)
     s = proto_string("\xe2\x82", 2); /* truncated sequence */
     CHECK(s != NULL && json_string_length(s) == 6);
     json_decref(s);
-    CHECK(strcmp(proto_stop_name(STRATA_STOP_EOG), "eog") == 0);
-    CHECK(strcmp(proto_err_name(STRATA_ERR_LIMIT), "STRATA_ERR_LIMIT") == 0);
+    CHECK(strcmp(strata_stop_name(STRATA_STOP_EOG), "eog") == 0);
+    CHECK(strcmp(strata_err_name(STRATA_ERR_LIMIT), "STRATA_ERR_LIMIT") == 0);
     CHECK(strcmp(proto_op_name(PROTO_SCORE), "score") == 0);
     char *r = proto_reply_error(NULL, "STRATA_ERR_ARG", "bad \xff byte");
     CHECK(r != NULL && strstr(r, "\"id\":null") != NULL);

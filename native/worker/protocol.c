@@ -481,37 +481,6 @@ bool proto_token_equal(const char *a, const char *b)
     return d == 0 && la == lb;
 }
 
-const char *proto_stop_name(strata_stop_reason r)
-{
-    switch (r) {
-    case STRATA_STOP_EOG: return "eog";
-    case STRATA_STOP_MAX_TOKENS: return "maxTokens";
-    case STRATA_STOP_STRING: return "stop";
-    case STRATA_STOP_CONTEXT: return "context";
-    case STRATA_STOP_JSON: return "json";
-    case STRATA_STOP_CALLBACK: return "callback";
-    case STRATA_STOP_CANCELLED: return "cancelled";
-    case STRATA_STOP_NONE: break;
-    }
-    return "none";
-}
-
-const char *proto_err_name(strata_err code)
-{
-    switch (code) {
-    case STRATA_OK: return "STRATA_OK";
-    case STRATA_ERR_IO: return "STRATA_ERR_IO";
-    case STRATA_ERR_FORMAT: return "STRATA_ERR_FORMAT";
-    case STRATA_ERR_UNSUPPORTED: return "STRATA_ERR_UNSUPPORTED";
-    case STRATA_ERR_NOMEM: return "STRATA_ERR_NOMEM";
-    case STRATA_ERR_ARG: return "STRATA_ERR_ARG";
-    case STRATA_ERR_LIMIT: return "STRATA_ERR_LIMIT";
-    case STRATA_ERR_CANCELLED: return "STRATA_ERR_CANCELLED";
-    case STRATA_ERR_INTERNAL: return "STRATA_ERR_INTERNAL";
-    }
-    return "STRATA_ERR_INTERNAL";
-}
-
 json_t *proto_string(const char *s, size_t n)
 {
     json_t *v = json_stringn(s, n);

@@ -119,7 +119,5 @@ bool proto_token_equal(const char *a, const char *b);
 /* A JSON string of n bytes; invalid UTF-8 bytes become U+FFFD. */
 json_t *proto_string(const char *s, size_t n);
 
-const char *proto_stop_name(strata_stop_reason r);
-const char *proto_err_name(strata_err code);
 
 #endif

@@ -272,7 +272,7 @@ static json_t *result_body(const wreq *r, const st_req_result *res)
         size_t n = res->text != NULL ? strlen(res->text) : 0;
         json_object_set_new(b, "text", proto_string(res->text != NULL ? res->text : "", n));
         json_object_set_new(b, "gen_tokens", json_integer((json_int_t)res->n_gen_tokens));
-        json_object_set_new(b, "stop_reason", json_string(proto_stop_name(res->stop)));
+        json_object_set_new(b, "stop_reason", json_string(strata_stop_name(res->stop)));
         json_object_set_new(b, "gen_ms", json_real(res->gen_ms));
         break;
     }
@@ -385,7 +385,7 @@ static void sched_done(st_req *req, void *user)
     } else if (r->deadline > 0 && now_ms() >= r->deadline) {
         set_error(r, "STRATA_ERR_TIMEOUT", "request timed out after %d ms", w->o.timeout_ms);
     } else {
-        set_error(r, proto_err_name(res->rc), "%s", res->err.msg);
+        set_error(r, strata_err_name(res->rc), "%s", res->err.msg);
     }
     st_req_free(req);
     finish_locked(w, r);
@@ -431,7 +431,7 @@ static void *sched_thread(void *arg)
             strata_err rc = st_sched_submit(w->sched, &r->desc, &sr, &e);
             if (rc != STRATA_OK) {
                 pthread_mutex_lock(&w->mu);
-                set_error(r, proto_err_name(rc), "%s", e.msg);
+                set_error(r, strata_err_name(rc), "%s", e.msg);
                 finish_locked(w, r);
                 pthread_mutex_unlock(&w->mu);
             }
@@ -559,7 +559,7 @@ static char *prepare(worker *w, const proto_req *q, wreq *r)
         rc = tokenize(w, q->text, q->text_len, add_bos, q->op == PROTO_GENERATE && q->special, &r->toks, &n, &e);
     }
     if (rc != STRATA_OK) {
-        return proto_reply_error(q->id, proto_err_name(rc), "%s", e.msg);
+        return proto_reply_error(q->id, strata_err_name(rc), "%s", e.msg);
     }
     if (n == 0) {
         return proto_reply_error(q->id, "STRATA_ERR_ARG", "the prompt is empty (no tokens)");
@@ -626,7 +626,7 @@ static char *prepare(worker *w, const proto_req *q, wreq *r)
             rc = tokenize(w, joined, q->text_len + lo, add_bos, false, &full[i], &nfull[i], &e);
             free(joined);
             if (rc != STRATA_OK) {
-                err = proto_reply_error(q->id, proto_err_name(rc), "%s", e.msg);
+                err = proto_reply_error(q->id, strata_err_name(rc), "%s", e.msg);
                 break;
             }
             shared = ST_MIN(shared, common_prefix(full[i], nfull[i], r->toks, n));
@@ -852,7 +852,7 @@ static void handle_tokenize(worker *w, conn *c, const proto_req *q)
     bool add_bos = q->has_add_bos ? q->add_bos : w->info.add_bos;
     strata_err rc = tokenize(w, q->text, q->text_len, add_bos, q->special, &toks, &n, &e);
     if (rc != STRATA_OK) {
-        conn_reply(c, proto_reply_error(q->id, proto_err_name(rc), "%s", e.msg));
+        conn_reply(c, proto_reply_error(q->id, strata_err_name(rc), "%s", e.msg));
         return;
     }
     json_t *a = json_array();
