@@ -39,8 +39,8 @@ export default [
 	{
 		files: ['credentials/StrataWorkerApi.credentials.ts'],
 		rules: {
-			// The worker's HTTP API does not exist yet: the credential gets its
-			// `test` request (GET {baseUrl}/health) together with the worker.
+			// The worker speaks nng, not HTTP: the Strata node tests this
+			// credential (methods.credentialTest, `testedBy`) with a health call.
 			'@n8n/community-nodes/credential-test-required': 'off',
 		},
 	},

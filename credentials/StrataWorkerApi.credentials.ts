@@ -1,9 +1,11 @@
-import type { ICredentialType, INodeProperties, IAuthenticateGeneric, Icon } from 'n8n-workflow';
+import type { ICredentialType, INodeProperties, Icon } from 'n8n-workflow';
 
-// A Strata worker: a long-running process that keeps models loaded across
-// executions and batches requests from many workflows (DESIGN.md, point 6).
-// The worker's HTTP API does not exist yet, so this credential has no `test`
-// request; add one (GET {baseUrl}/v1/health with the token) with the worker.
+// A Strata worker (native/worker, `strata-worker`): a long-running process
+// that keeps a model loaded across executions and batches requests from many
+// workflows. It speaks nng (tcp:// or ipc://), not HTTP, so this credential
+// has no `test` request: the Strata node tests it (its credentialTest method
+// strataWorkerApiTest, `testedBy` in the node's credentials) with a health
+// round trip carrying the token.
 export class StrataWorkerApi implements ICredentialType {
 	name = 'strataWorkerApi';
 
@@ -18,9 +20,9 @@ export class StrataWorkerApi implements ICredentialType {
 			displayName: 'Worker URL',
 			name: 'baseUrl',
 			type: 'string',
-			default: 'http://127.0.0.1:8765',
-			placeholder: 'http://127.0.0.1:8765',
-			description: 'Base URL of the Strata worker that keeps the model loaded',
+			default: 'tcp://127.0.0.1:7777',
+			placeholder: 'tcp://127.0.0.1:7777',
+			description: 'Address the Strata worker listens on (its --listen): tcp://host:port or ipc:///path/to/socket',
 			required: true,
 		},
 		{
@@ -29,16 +31,7 @@ export class StrataWorkerApi implements ICredentialType {
 			type: 'string',
 			typeOptions: { password: true },
 			default: '',
-			description: 'Bearer token the worker expects (leave empty if it runs without auth)',
+			description: 'Shared secret the worker expects (its --token); leave empty if it runs without one',
 		},
 	];
-
-	authenticate: IAuthenticateGeneric = {
-		type: 'generic',
-		properties: {
-			headers: {
-				Authorization: '=Bearer {{$credentials.token}}',
-			},
-		},
-	};
 }

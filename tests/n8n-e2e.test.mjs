@@ -246,7 +246,8 @@ t.test('node: per-item errors', async (t) => {
   t.equal(err.name, 'NodeOperationError');
   t.equal(err.context.itemIndex, 1);
 
-  await t.rejects(exec({ ...base('matchScore', { profileA: alice, profileB: bruno }), mode: 'worker' }), { message: /Worker mode is not available yet/ });
+  // worker mode: tests/node-worker.test.mjs
+  await t.rejects(exec({ ...base('matchScore', { profileA: alice, profileB: bruno }), mode: 'remote' }), { message: /Unknown mode "remote"/ });
   await t.rejects(exec(base('matchScore', { profileA: [1], profileB: bruno, scorer: 'rules' })), { message: /Profile A must be a JSON object/ });
 });
 

@@ -2,15 +2,30 @@ import {
 	NodeConnectionTypes,
 	NodeOperationError,
 	UserError,
+	type ICredentialsDecrypted,
+	type ICredentialTestFunctions,
 	type IDataObject,
 	type IExecuteFunctions,
+	type INodeCredentialTestResult,
 	type INodeExecutionData,
 	type INodeType,
 	type INodeTypeDescription,
 } from 'n8n-workflow';
 
 import { properties } from './description';
-import { Budget, CancelledError, defaultModelPath, getModel, type ChatMessage, type GenerateOptions, type LoadOptions } from './engine';
+import {
+	Budget,
+	CancelledError,
+	defaultModelPath,
+	getModel,
+	getWorkerClient,
+	testWorker,
+	workerModel,
+	type ChatMessage,
+	type GenerateOptions,
+	type LoadOptions,
+	type Model,
+} from './engine';
 import * as ops from './operations';
 
 interface NodeOptions {
@@ -100,9 +115,28 @@ export class Strata implements INodeType {
 				name: 'strataWorkerApi',
 				required: true,
 				displayOptions: { show: { mode: ['worker'] } },
+				testedBy: 'strataWorkerApiTest',
 			},
 		],
 		properties,
+	};
+
+	methods = {
+		credentialTest: {
+			// The worker speaks nng, not HTTP: a health round trip with the token.
+			async strataWorkerApiTest(
+				this: ICredentialTestFunctions,
+				credential: ICredentialsDecrypted,
+			): Promise<INodeCredentialTestResult> {
+				const data = credential.data ?? {};
+				const url = typeof data.baseUrl === 'string' ? data.baseUrl.trim() : '';
+				const token = typeof data.token === 'string' ? data.token : '';
+				if (url === '') {
+					return { status: 'Error', message: 'Worker URL is empty' };
+				}
+				return testWorker(url, token);
+			},
+		},
 	};
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
@@ -114,23 +148,39 @@ export class Strata implements INodeType {
 			let budget: Budget | undefined;
 			try {
 				const mode = this.getNodeParameter('mode', itemIndex) as string;
-				if (mode !== 'embedded') {
-					throw new NodeOperationError(this.getNode(), 'Worker mode is not available yet: use Embedded', { itemIndex });
+				if (mode !== 'embedded' && mode !== 'worker') {
+					throw new NodeOperationError(this.getNode(), `Unknown mode "${mode}"`, { itemIndex });
 				}
 				const operation = this.getNodeParameter('operation', itemIndex) as string;
 				const options = this.getNodeParameter('options', itemIndex, {}) as NodeOptions;
-				const pathParam = (this.getNodeParameter('modelPath', itemIndex, '') as string).trim();
-				const modelPath = pathParam !== '' ? pathParam : defaultModelPath();
-				const load: LoadOptions = {};
-				if (typeof options.threads === 'number' && options.threads > 0) {
-					load.threads = options.threads;
-				}
-				if (typeof options.contextSize === 'number' && options.contextSize > 0) {
-					load.contextSize = options.contextSize;
+				let loadModel: () => Promise<Model>;
+				let modelPath: string;
+				if (mode === 'worker') {
+					const creds = await this.getCredentials('strataWorkerApi', itemIndex);
+					const url = typeof creds.baseUrl === 'string' ? creds.baseUrl.trim() : '';
+					if (url === '') {
+						throw new NodeOperationError(this.getNode(), 'The Strata Worker API credential has no Worker URL', { itemIndex });
+					}
+					const token = typeof creds.token === 'string' ? creds.token : '';
+					const client = getWorkerClient(url, token);
+					loadModel = () => workerModel(client);
+					modelPath = url;
+				} else {
+					const pathParam = (this.getNodeParameter('modelPath', itemIndex, '') as string).trim();
+					const file = pathParam !== '' ? pathParam : defaultModelPath();
+					const load: LoadOptions = {};
+					if (typeof options.threads === 'number' && options.threads > 0) {
+						load.threads = options.threads;
+					}
+					if (typeof options.contextSize === 'number' && options.contextSize > 0) {
+						load.contextSize = options.contextSize;
+					}
+					loadModel = () => getModel(file, load);
+					modelPath = file;
 				}
 				budget = new Budget(options.timeoutMs ?? 0, cancelSignal);
 				const ctx: ops.OperationContext = {
-					loadModel: () => getModel(modelPath, load),
+					loadModel,
 					modelPath,
 					budget,
 					sampling: sampling(options),

@@ -41,7 +41,7 @@ export const properties: INodeProperties[] = [
 			{
 				name: 'Worker',
 				value: 'worker',
-				description: 'Send requests to a Strata worker process (not available yet)',
+				description: 'Send requests to a Strata worker (strata-worker) that keeps the model loaded and batches requests',
 			},
 		],
 	},

@@ -296,3 +296,125 @@ export class Budget {
 		}
 	}
 }
+
+// ------------------------------------------------------------- worker ---
+
+/** The client of node/lib/worker.js, as far as the node uses it. */
+export interface WorkerClient {
+	readonly url: string;
+	readonly closed: boolean;
+	generate(prompt: string | ChatMessage[], options?: GenerateOptions): Promise<GenerateResult>;
+	health(options?: { timeoutMs?: number }): Promise<{ status: string; version: string; protocol: number; model: Model['info'] }>;
+	close(): Promise<void>;
+}
+
+interface WorkerModule {
+	connectWorker(url: string, options?: { token?: string; timeoutMs?: number }): WorkerClient;
+}
+
+export function workerModule(): WorkerModule {
+	return load<WorkerModule>('node/lib/worker.js');
+}
+
+/** Per-request transport timeout of the cached clients (the item's budget cuts earlier). */
+export const WORKER_REQUEST_TIMEOUT_MS = 120000;
+
+/** How long an item waits for the worker's health reply before it counts as down. */
+export const WORKER_HEALTH_TIMEOUT_MS = 3000;
+
+// One client (one nng connection, redialled by itself after a worker
+// restart) per (url, token) for the life of the n8n process, like the models.
+const workers = new Map<string, WorkerClient>();
+
+export function getWorkerClient(url: string, token: string): WorkerClient {
+	const key = JSON.stringify([url, token]);
+	const cached = workers.get(key);
+	if (cached !== undefined && !cached.closed) {
+		return cached;
+	}
+	const client = workerModule().connectWorker(url, {
+		token: token !== '' ? token : undefined,
+		timeoutMs: WORKER_REQUEST_TIMEOUT_MS,
+	});
+	workers.set(key, client);
+	return client;
+}
+
+/** Close and forget every cached worker client (tests). */
+export async function closeAllWorkers(): Promise<void> {
+	const all = [...workers.values()];
+	workers.clear();
+	for (const c of all) {
+		await c.close();
+	}
+}
+
+function workerError(url: string, err: unknown): Error {
+	const e = err as Error & { code?: string };
+	const detail = e instanceof Error ? e.message : String(err);
+	let text: string;
+	if (e.code === 'STRATA_ERR_AUTH') {
+		text = `Strata worker at ${url} refused the token (check the credential's Auth Token): ${detail}`;
+	} else if (e.code === 'STRATA_ERR_TIMEOUT') {
+		text = `Strata worker at ${url} did not answer (is it running and reachable?): ${detail}`;
+	} else {
+		text = `Strata worker at ${url}: ${detail}`;
+	}
+	const out = new Error(text) as Error & { code?: string };
+	out.code = e.code;
+	return out;
+}
+
+/**
+ * The worker as a Model for the operations: checks that it answers (a
+ * health round trip, so a worker that is down or refuses the token fails
+ * here, before any generation), then forwards generate. Chat messages go
+ * to the worker as messages: it applies the model's template ("plain" for
+ * models without one), so applyChatTemplate only says "templated".
+ */
+export async function workerModel(client: WorkerClient): Promise<Model> {
+	let health: Awaited<ReturnType<WorkerClient['health']>>;
+	try {
+		health = await client.health({ timeoutMs: WORKER_HEALTH_TIMEOUT_MS });
+	} catch (err) {
+		throw workerError(client.url, err);
+	}
+	return {
+		info: health.model ?? {},
+		get closed() {
+			return client.closed;
+		},
+		async generate(prompt, options) {
+			try {
+				return await client.generate(prompt, options);
+			} catch (err) {
+				throw workerError(client.url, err);
+			}
+		},
+		applyChatTemplate: () => '',
+		// the client is shared by every execution: closing is the cache's job
+		close: async () => undefined,
+	};
+}
+
+/** A real check of a worker and token, for the credential test. */
+export async function testWorker(url: string, token: string): Promise<{ status: 'OK' | 'Error'; message: string }> {
+	let client: WorkerClient;
+	try {
+		client = workerModule().connectWorker(url, { token: token !== '' ? token : undefined, timeoutMs: WORKER_HEALTH_TIMEOUT_MS });
+	} catch (err) {
+		return { status: 'Error', message: (err as Error).message };
+	}
+	try {
+		const h = await client.health();
+		if (h.status !== 'ok') {
+			return { status: 'Error', message: `Strata worker at ${url} reports status "${h.status}"` };
+		}
+		const name = typeof h.model?.name === 'string' ? h.model.name : 'a model';
+		return { status: 'OK', message: `Strata worker ${h.version} serving ${name}` };
+	} catch (err) {
+		return { status: 'Error', message: workerError(url, err).message };
+	} finally {
+		await client.close();
+	}
+}

@@ -1,0 +1,188 @@
+// The Strata node in worker mode, against a real strata-worker daemon
+// (native/build/strata-worker) on a free 127.0.0.1 port with stories260K and
+// a token: operations through the worker, a wrong token as a per-item error,
+// Match Score falling back to rules when the worker is down, and the
+// credential test (methods.credentialTest.strataWorkerApiTest).
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { ROOT, STORIES260K } from './helpers/models.mjs';
+
+const require = createRequire(import.meta.url);
+const rules = require('../node/rules/match.js');
+
+const WORKER = process.env.STRATA_WORKER_BIN || path.join(ROOT, 'native/build/strata-worker');
+const DIST = path.join(ROOT, 'dist/node/nodes/Strata/Strata.node.js');
+if (!fs.existsSync(WORKER) || !fs.existsSync(DIST)) {
+  t.fail(`needs ${WORKER} (make -C native) and ${DIST} (npm run build)`);
+  process.exit(1);
+}
+const { Strata } = require(DIST);
+const engine = require('../dist/node/nodes/Strata/engine.js');
+
+const TOKEN = 'n0de-s3cret';
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function startWorker(args) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(WORKER, ['--threads', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`worker did not start: ${err}`)), 10000);
+    p.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('READY')) {
+        clearTimeout(timer);
+        resolve(p);
+      }
+    });
+    p.stderr.on('data', (d) => {
+      err += d;
+    });
+    p.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`worker exited with ${code}: ${err}`));
+    });
+  });
+}
+
+const url = `tcp://127.0.0.1:${await freePort()}`;
+const worker = await startWorker(['--model', STORIES260K, '--listen', url, '--token', TOKEN, '--ctx', '1024']);
+t.teardown(async () => {
+  await engine.closeAllWorkers();
+  worker.kill('SIGKILL');
+});
+
+const alice = {
+  id: 'alice',
+  name: 'Alice',
+  offered: [{ name: 'Python', level: 'advanced' }],
+  wanted: [{ name: 'Spanish', level: 'intermediate' }],
+  availability: ['weekends'],
+};
+const bruno = {
+  id: 'bruno',
+  name: 'Bruno',
+  offered: [{ name: 'spanish', level: 'expert' }],
+  wanted: [{ name: 'PYTHON', level: 'intermediate' }],
+  availability: ['Weekends'],
+};
+
+const NODE = { id: 'n1', name: 'Strata', type: 'n8n-nodes-strata.strata', typeVersion: 1, position: [0, 0], parameters: {} };
+
+/** A stub of IExecuteFunctions with a strataWorkerApi credential. */
+function context(params, creds, { items = [{ json: {} }], continueOnFail = false } = {}) {
+  return {
+    getInputData: () => items,
+    getNodeParameter: (name, _i, fallback) => {
+      if (name in params) {
+        return params[name];
+      }
+      if (fallback !== undefined) {
+        return fallback;
+      }
+      throw new Error(`test stub: no parameter ${name}`);
+    },
+    getCredentials: async (type) => {
+      if (type !== 'strataWorkerApi') {
+        throw new Error(`test stub: no credential ${type}`);
+      }
+      return creds;
+    },
+    getNode: () => NODE,
+    continueOnFail: () => continueOnFail,
+    getExecutionCancelSignal: () => undefined,
+  };
+}
+
+async function exec(params, creds = { baseUrl: url, token: TOKEN }, opts) {
+  const out = await new Strata().execute.call(context({ mode: 'worker', ...params }, creds, opts));
+  return out[0];
+}
+
+t.test('the node declares the worker credential and its test', async (t) => {
+  const node = new Strata();
+  const cred = node.description.credentials.find((c) => c.name === 'strataWorkerApi');
+  t.equal(cred.testedBy, 'strataWorkerApiTest');
+  t.type(node.methods.credentialTest.strataWorkerApiTest, 'function');
+});
+
+t.test('Generate, Chat and Improve Skill run through the worker', async (t) => {
+  const [g] = await exec({ operation: 'generate', prompt: 'Once upon a time', options: { maxTokens: 8, temperature: 0 } });
+  t.equal(g.json.genTokens, 8);
+  t.equal(g.json.stopReason, 'maxTokens');
+  t.ok(g.json.text.length > 0);
+
+  // the same text as the worker's own client gives (greedy)
+  const direct = await engine.getWorkerClient(url, TOKEN).generate('Once upon a time', { maxTokens: 8, temperature: 0 });
+  t.equal(g.json.text, direct.text);
+
+  const [c] = await exec({ operation: 'chat', messagesInput: 'fields', systemMessage: 'Be brief.', userMessage: 'Hi', options: { maxTokens: 4 } });
+  t.equal(c.json.genTokens, 4);
+
+  const [imp] = await exec({ operation: 'improveSkill', skillName: 'Python', skillLevel: '', skillDescription: 'i know python', options: { maxTokens: 6 } });
+  t.equal(imp.json.model.path, url);
+  t.ok(imp.json.model.genTokens > 0);
+
+  const [m] = await exec({ operation: 'matchScore', profileA: alice, profileB: bruno, scorer: 'model' });
+  t.ok(m.json.model.genTokens > 0, 'Match Score asked the worker');
+  t.equal(m.json.ruleScore, rules.matchScore(alice, bruno).score);
+});
+
+t.test('a wrong token is a clear per-item error', async (t) => {
+  const items = [{ json: {} }, { json: {} }];
+  const out = await exec({ operation: 'generate', prompt: 'Once', options: { maxTokens: 2 } }, { baseUrl: url, token: 'wrong' }, { items, continueOnFail: true });
+  t.equal(out.length, 2);
+  for (const [i, item] of out.entries()) {
+    t.match(item.json.error, /^Strata worker at tcp:\/\/127\.0\.0\.1:\d+ refused the token/);
+    t.same(item.pairedItem, { item: i });
+  }
+  await t.rejects(exec({ operation: 'generate', prompt: 'Once' }, { baseUrl: url, token: 'wrong' }), {
+    name: 'NodeOperationError',
+    message: /refused the token/,
+  });
+});
+
+t.test('the credential test: OK, wrong token, worker down', async (t) => {
+  const test = new Strata().methods.credentialTest.strataWorkerApiTest;
+  const ok = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: { baseUrl: url, token: TOKEN } });
+  t.equal(ok.status, 'OK', ok.message);
+  const bad = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: { baseUrl: url, token: 'wrong' } });
+  t.equal(bad.status, 'Error');
+  t.match(bad.message, /refused the token/);
+  const down = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: { baseUrl: `tcp://127.0.0.1:${await freePort()}`, token: TOKEN } });
+  t.equal(down.status, 'Error');
+  t.match(down.message, /did not answer/);
+  const http = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: { baseUrl: 'http://127.0.0.1:1', token: '' } });
+  t.equal(http.status, 'Error');
+  t.match(http.message, /url must be like/);
+});
+
+t.test('worker down: Match Score falls back to rules, Generate fails per item', async (t) => {
+  const down = { baseUrl: `tcp://127.0.0.1:${await freePort()}`, token: TOKEN };
+  const [m] = await exec({ operation: 'matchScore', profileA: alice, profileB: bruno, scorer: 'model' }, down);
+  t.equal(m.json.source, 'rules');
+  t.equal(m.json.score, rules.matchScore(alice, bruno).score);
+  t.match(m.json.fallbackReason, /^model unavailable: Strata worker at .* did not answer/);
+
+  // a time budget shorter than the health wait: a timeout fallback
+  const [m2] = await exec({ operation: 'matchScore', profileA: alice, profileB: bruno, scorer: 'model', options: { timeoutMs: 300 } }, down);
+  t.equal(m2.json.source, 'rules');
+  t.match(m2.json.fallbackReason, /^timeout: /);
+
+  const [g] = await exec({ operation: 'generate', prompt: 'Once' }, down, { continueOnFail: true });
+  t.match(g.json.error, /did not answer/);
+});
