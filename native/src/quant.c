@@ -730,43 +730,26 @@ bool st_quantize_row(st_type t, const float *src, void *dst, int64_t n)
     if (be == 0 || n % be != 0) {
         return false;
     }
+    /* bit-identical SIMD versions where they exist, else the plain C ones */
     switch (t) {
-    case ST_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return true;
     case ST_F16:
         st_fp32_to_fp16_row(src, dst, n);
         return true;
     case ST_BF16:
         st_fp32_to_bf16_row(src, dst, n);
         return true;
-    case ST_Q4_0:
-        quantize_q4_0_ref(src, dst, n);
-        return true;
-    case ST_Q8_0:
-        quantize_q8_0_ref(src, dst, n);
-        return true;
-    case ST_Q4_K:
-        quantize_q4_K_ref(src, dst, n);
-        return true;
-    case ST_Q5_K:
-        quantize_q5_K_ref(src, dst, n);
-        return true;
-    case ST_Q6_K:
-        quantize_q6_K_ref(src, dst, n);
-        return true;
     case ST_Q8_K:
 #if defined(__x86_64__)
         if (__builtin_cpu_supports("avx2")) {
-            st_quantize_row_q8_K_avx2(src, dst, n); /* bit-identical, faster */
+            st_quantize_row_q8_K_avx2(src, dst, n);
             return true;
         }
 #endif
-        quantize_q8_K_ref(src, dst, n);
-        return true;
+        break;
     default:
-        return false;
+        break;
     }
+    return st_quantize_row_scalar(t, src, dst, n);
 }
 
 bool st_quantize_row_scalar(st_type t, const float *src, void *dst, int64_t n)
