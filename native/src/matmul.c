@@ -100,10 +100,7 @@ static void matmul_rows_dot(st_vec_dot_fn dot, const uint8_t *W, size_t wrow, in
 
 #include <immintrin.h>
 
-#define ST_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-#define ST_AVX512BF16 \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,avx2,fma,f16c")))
-#define ST_INLINE static inline __attribute__((always_inline))
+#include "avx512_util.h"
 
 typedef struct {
     float d;      /* activation block scale */
@@ -346,29 +343,6 @@ ST_INLINE ST_AVX512 __m256i kq_chunk(const st_type t, const uint8_t *blk, int c)
         q = _mm256_mask_add_epi8(q, hb, q, _mm256_set1_epi8(16));
     }
     return q;
-}
-
-/* Bytes off..off+15 of 16 rows as four zmm: u[w] lane r = 32-bit word w of
- * row r. Absent rows (r >= nr) read row 0; callers zero their scale. */
-ST_INLINE ST_AVX512 void rows_16x4_words(const uint8_t *blk0, size_t wrow, int nr, size_t off, __m512i u[4])
-{
-    __m512i A[4];
-    for (int k = 0; k < 4; k++) {
-#define ROWP(r) (blk0 + (size_t)((r) < nr ? (r) : 0) * wrow + off)
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)ROWP(k)));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 4)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 8)), 2);
-        A[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 12)), 3);
-#undef ROWP
-    }
-    /* A[k] lane L = row k + 4L; a 4x4 word transpose inside each 128-bit
-     * lane puts word w of row 4L + j at lane 4L + j of u[w] */
-    const __m512i t0 = _mm512_unpacklo_epi32(A[0], A[1]), t1 = _mm512_unpackhi_epi32(A[0], A[1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(A[2], A[3]), t3 = _mm512_unpackhi_epi32(A[2], A[3]);
-    u[0] = _mm512_unpacklo_epi64(t0, t2);
-    u[1] = _mm512_unpackhi_epi64(t0, t2);
-    u[2] = _mm512_unpacklo_epi64(t1, t3);
-    u[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
 /* Scales of one Q4_K/Q5_K super-block for all 16 rows at once: ggml's utmp

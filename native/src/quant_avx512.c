@@ -27,10 +27,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#define ST_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-#define ST_INLINE static inline __attribute__((always_inline))
-#define ST_AVX512BF16 \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,avx2,fma,f16c")))
+#include "avx512_util.h"
 
 static inline ST_AVX512 float hsum_f32x8(__m256 x)
 {
@@ -585,28 +582,6 @@ ST_INLINE ST_AVX512 __m512 gather_f16x16(const uint8_t *p, size_t stride, int nr
     return _mm512_cvtph_ps(_mm256_setr_epi64x(Q(0), Q(1), Q(2), Q(3)));
 #undef Q
 #undef H
-}
-
-/* Bytes off..off+15 of 16 rows: u[w] lane r = 32-bit word w of row r (rows
- * >= nr read row 0; their scale is zeroed by the caller). */
-ST_INLINE ST_AVX512 void rows_16x4_words(const uint8_t *p, size_t stride, int nr, size_t off, __m512i u[4])
-{
-    __m512i A[4];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-#define ROWP(r) (p + (size_t)((r) < nr ? (r) : 0) * stride + off)
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)ROWP(k)));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 4)), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 8)), 2);
-        A[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)ROWP(k + 12)), 3);
-#undef ROWP
-    }
-    const __m512i t0 = _mm512_unpacklo_epi32(A[0], A[1]), t1 = _mm512_unpackhi_epi32(A[0], A[1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(A[2], A[3]), t3 = _mm512_unpackhi_epi32(A[2], A[3]);
-    u[0] = _mm512_unpacklo_epi64(t0, t2);
-    u[1] = _mm512_unpackhi_epi64(t0, t2);
-    u[2] = _mm512_unpacklo_epi64(t1, t3);
-    u[3] = _mm512_unpackhi_epi64(t1, t3);
 }
 
 /* Per 16-row group and super-block i, pass 1 leaves (index [i][r]):
