@@ -15,29 +15,6 @@
 
 #define TMP "/tmp/strata-hf-test"
 
-static const char *mkmodel_bin(void)
-{
-    static const char *const cands[] = {"native/build/tools/mkmodel", "native/build-asan/tools/mkmodel"};
-    for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
-        if (access(cands[i], X_OK) == 0) {
-            return cands[i];
-        }
-    }
-    return NULL;
-}
-
-static bool mkmodel(const char *args, const char *out)
-{
-    const char *bin = mkmodel_bin();
-    if (bin == NULL) {
-        fprintf(stderr, "mkmodel not built (run make first)\n");
-        return false;
-    }
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "%s %s --threads 1 -o %s 2>/dev/null", bin, args, out);
-    return system(cmd) == 0;
-}
-
 static void rmrf(const char *path)
 {
     char cmd[512];
@@ -126,7 +103,7 @@ static void round_trip(const char *what, const char *mk_args, int dtype, int sha
     snprintf(src, sizeof(src), TMP "/%s.gguf", what);
     snprintf(dir, sizeof(dir), TMP "/%s-hf", what);
     snprintf(out, sizeof(out), TMP "/%s-back.gguf", what);
-    CHECK_MSG(mkmodel(mk_args, src), "%s", what);
+    CHECK_MSG(test_mkmodel(mk_args, src), "%s", what);
     CHECK_MSG(export_import(src, dir, dtype, shards, -1, out), "%s", what);
     double d = logits_diff(src, out, 6);
     CHECK_MSG(d == 0.0, "%s: logits differ by %g", what, d);
@@ -143,9 +120,9 @@ static void quantized(const char *qtype, int out_type)
     snprintf(dir, sizeof(dir), TMP "/q-hf");
     snprintf(out, sizeof(out), TMP "/q-%s-back.gguf", qtype);
     snprintf(args, sizeof(args), "%s --type F32", shape);
-    CHECK(mkmodel(args, f32));
+    CHECK(test_mkmodel(args, f32));
     snprintf(args, sizeof(args), "%s --type %s", shape, qtype);
-    CHECK(mkmodel(args, q));
+    CHECK(test_mkmodel(args, q));
     CHECK(export_import(f32, dir, -1, 1, out_type, out));
     double d = logits_diff(q, out, 4);
     CHECK_MSG(d == 0.0, "%s import: logits differ from mkmodel's %s by %g", qtype, qtype, d);
@@ -451,7 +428,7 @@ static void errors_and_space(void)
 {
     const char *src = TMP "/e.gguf", *dir = TMP "/e-hf", *out = TMP "/e-back.gguf";
     strata_error err = {0};
-    CHECK(mkmodel("--arch qwen2 --type F16 --dim 64 --layers 1 --heads 4 --kv-heads 2 --ff 128", src));
+    CHECK(test_mkmodel("--arch qwen2 --type F16 --dim 64 --layers 1 --heads 4 --kv-heads 2 --ff 128", src));
     gguf2hf_opts o = {.dtype = -1, .n_shards = 1};
     rmrf(dir);
     CHECK(gguf2hf_export(src, dir, &o, &err) == STRATA_OK);
@@ -538,7 +515,7 @@ static void permutation_matches_hf(void)
 {
     const char *src = TMP "/pq.gguf", *dir = TMP "/pq-hf", *out = TMP "/pq-llama.gguf";
     strata_error err = {0};
-    CHECK(mkmodel("--arch qwen2 --type F32 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 --rope-base 10000", src));
+    CHECK(test_mkmodel("--arch qwen2 --type F32 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 --rope-base 10000", src));
     gguf2hf_opts o = {.dtype = -1, .n_shards = 1};
     rmrf(dir);
     CHECK(gguf2hf_export(src, dir, &o, &err) == STRATA_OK);
@@ -574,7 +551,7 @@ static void rope_scaling(void)
 {
     const char *src = TMP "/r.gguf", *dir = TMP "/r-hf", *out = TMP "/r-back.gguf";
     strata_error err = {0};
-    CHECK(mkmodel("--arch llama --type F32 --dim 64 --layers 1 --heads 2 --ff 128 --rope-base 500000", src));
+    CHECK(test_mkmodel("--arch llama --type F32 --dim 64 --layers 1 --heads 2 --ff 128 --rope-base 500000", src));
     gguf2hf_opts o = {.dtype = -1, .n_shards = 1};
     rmrf(dir);
     CHECK(gguf2hf_export(src, dir, &o, &err) == STRATA_OK);

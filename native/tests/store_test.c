@@ -24,29 +24,6 @@ static const char *P(const char *suffix)
     return b;
 }
 
-static const char *mkmodel_bin(void)
-{
-    static const char *const cands[] = {"native/build/tools/mkmodel", "native/build-asan/tools/mkmodel"};
-    for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
-        if (access(cands[i], X_OK) == 0) {
-            return cands[i];
-        }
-    }
-    return NULL;
-}
-
-static bool mkmodel(const char *args, const char *out)
-{
-    const char *bin = mkmodel_bin();
-    if (bin == NULL) {
-        fprintf(stderr, "mkmodel not built (run make first)\n");
-        return false;
-    }
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "%s %s -o %s > /dev/null", bin, args, out);
-    return system(cmd) == 0;
-}
-
 static void rm_rf(const char *dir)
 {
     char cmd[512];
@@ -134,7 +111,7 @@ static void check_parts_equal_source(const char *src, const char *dir)
 static void test_round_trip(void)
 {
     const char *src = P("/m.gguf"), *dir = P("/m.store");
-    CHECK(mkmodel("--arch llama --type Q8_0 --dim 64 --layers 4 --heads 4 --kv-heads 2 --ff 128", src));
+    CHECK(test_mkmodel("--arch llama --type Q8_0 --dim 64 --layers 4 --heads 4 --kv-heads 2 --ff 128", src));
     st_split_opts o;
     st_split_opts_default(&o);
     strata_error err = {0};
@@ -164,7 +141,7 @@ static void test_round_trip(void)
 
     /* a tied F16 model: head.gguf carries a copy of the embeddings */
     const char *src2 = P("/t.gguf"), *dir2 = P("/t.store");
-    CHECK(mkmodel("--arch qwen2 --type F16 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 --tied", src2));
+    CHECK(test_mkmodel("--arch qwen2 --type F16 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 --tied", src2));
     CHECK_MSG(st_store_split(src2, dir2, &o, &err) == STRATA_OK, "%s", err.msg);
     check_parts_equal_source(src2, dir2);
 }
@@ -185,7 +162,7 @@ static st_type part_tensor_type(const char *path, const char *name)
 static void test_compression(void)
 {
     const char *src = P("/f16.gguf"), *dir = P("/f16.store");
-    CHECK(mkmodel("--arch qwen3 --type F16 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128", src));
+    CHECK(test_mkmodel("--arch qwen3 --type F16 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128", src));
     st_split_opts o;
     st_split_opts_default(&o);
     strata_error err = {0};
@@ -219,7 +196,7 @@ static void test_compression(void)
 
     /* a Q4_K model under 8bit keeps its Q4_K matrices */
     const char *srck = P("/q4k.gguf"), *dirk = P("/q4k.store");
-    CHECK(mkmodel("--arch llama --type Q4_K --dim 256 --layers 1 --heads 4 --kv-heads 4 --ff 512", srck));
+    CHECK(test_mkmodel("--arch llama --type Q4_K --dim 256 --layers 1 --heads 4 --kv-heads 4 --ff 512", srck));
     o.compression = ST_COMPRESS_8BIT;
     CHECK_MSG(st_store_split(srck, dirk, &o, &err) == STRATA_OK, "%s", err.msg);
     CHECK(part_tensor_type(P("/q4k.store/blk.0.gguf"), "blk.0.attn_q.weight") == ST_Q4_K);
@@ -362,7 +339,7 @@ static void test_disk_space(void)
 static void test_delete_original(void)
 {
     const char *src = P("/del.gguf"), *dir = P("/del.store");
-    CHECK(mkmodel("--arch llama --type Q8_0 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128", src));
+    CHECK(test_mkmodel("--arch llama --type Q8_0 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128", src));
     st_split_opts o;
     st_split_opts_default(&o);
     o.delete_original = true;

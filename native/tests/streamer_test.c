@@ -29,20 +29,6 @@ static const char *P(const char *suffix)
     return b;
 }
 
-static bool mkmodel(const char *args, const char *out)
-{
-    static const char *const cands[] = {"native/build/tools/mkmodel", "native/build-asan/tools/mkmodel"};
-    for (size_t i = 0; i < 2; i++) {
-        if (access(cands[i], X_OK) == 0) {
-            char cmd[1024];
-            snprintf(cmd, sizeof(cmd), "%s %s -o %s 2> /dev/null", cands[i], args, out);
-            return system(cmd) == 0;
-        }
-    }
-    fprintf(stderr, "mkmodel not built (run make first)\n");
-    return false;
-}
-
 static uint64_t store_bytes(const char *dir, uint64_t *blk_bytes)
 {
     st_store *s;
@@ -248,7 +234,7 @@ static float rel_rms(const float *a, const float *ref, size_t n)
 static void test_compressed(void)
 {
     const char *src = P("/f32.gguf");
-    CHECK(mkmodel("--arch llama --type F32 --dim 128 --layers 4 --heads 4 --kv-heads 2 --ff 256", src));
+    CHECK(test_mkmodel("--arch llama --type F32 --dim 128 --layers 4 --heads 4 --kv-heads 2 --ff 256", src));
     strata_error err = {0};
     strata_model *ref = NULL;
     CHECK_MSG(strata_model_load(src, NULL, &ref, &err) == STRATA_OK, "%s", err.msg);
@@ -262,8 +248,8 @@ static void test_compressed(void)
     /* random Gaussian weights are the worst case for block quantization */
     const float tol[2] = {0.06f, 0.5f};
     const char *same_seed[2] = {P("/q8same.gguf"), P("/q4same.gguf")};
-    CHECK(mkmodel("--arch llama --type Q8_0 --dim 128 --layers 4 --heads 4 --kv-heads 2 --ff 256", same_seed[0]));
-    CHECK(mkmodel("--arch llama --type Q4_0 --dim 128 --layers 4 --heads 4 --kv-heads 2 --ff 256", same_seed[1]));
+    CHECK(test_mkmodel("--arch llama --type Q8_0 --dim 128 --layers 4 --heads 4 --kv-heads 2 --ff 256", same_seed[0]));
+    CHECK(test_mkmodel("--arch llama --type Q4_0 --dim 128 --layers 4 --heads 4 --kv-heads 2 --ff 256", same_seed[1]));
     for (int c = 0; c < 2; c++) {
         char dir[256];
         snprintf(dir, sizeof(dir), "%s/f32-%s.store", dir_base, st_compression_name(cs[c]));
@@ -375,7 +361,7 @@ static long status_kb(const char *key)
 static void test_peak_rss(void)
 {
     const char *src = P("/big.gguf"), *dir = P("/big.store");
-    CHECK(mkmodel("--arch llama --type Q8_0 --dim 1024 --layers 12 --heads 16 --kv-heads 4 --ff 2816 --threads 2",
+    CHECK(test_mkmodel("--arch llama --type Q8_0 --dim 1024 --layers 12 --heads 16 --kv-heads 4 --ff 2816 --threads 2",
                   src));
     strata_error err = {0};
     st_split_opts so;
@@ -575,13 +561,13 @@ int main(void)
     snprintf(dir_base, sizeof(dir_base), "/tmp/strata-streamer-test-%d", (int)getpid());
     CHECK(mkdir(P(""), 0755) == 0);
     const char *q8 = P("/q8.gguf");
-    CHECK(mkmodel("--arch llama --type Q8_0 --dim 128 --layers 5 --heads 4 --kv-heads 2 --ff 256", q8));
+    CHECK(test_mkmodel("--arch llama --type Q8_0 --dim 128 --layers 5 --heads 4 --kv-heads 2 --ff 256", q8));
     test_identical(q8, P("/q8.store"), "llama Q8_0");
     const char *qw = P("/qwen2.gguf");
-    CHECK(mkmodel("--arch qwen2 --type F16 --dim 128 --layers 3 --heads 4 --kv-heads 2 --ff 256 --tied", qw));
+    CHECK(test_mkmodel("--arch qwen2 --type F16 --dim 128 --layers 3 --heads 4 --kv-heads 2 --ff 256 --tied", qw));
     test_identical(qw, P("/qwen2.store"), "qwen2 F16 tied");
     const char *q3 = P("/qwen3.gguf");
-    CHECK(mkmodel("--arch qwen3 --type Q4_K_M --dim 256 --layers 2 --heads 4 --kv-heads 2 --ff 512", q3));
+    CHECK(test_mkmodel("--arch qwen3 --type Q4_K_M --dim 256 --layers 2 --heads 4 --kv-heads 2 --ff 512", q3));
     test_identical(q3, P("/qwen3.store"), "qwen3 Q4_K_M");
     test_counters(P("/q8.store"));
     test_public_api(q8);

@@ -5,9 +5,11 @@
 #define ST_TEST_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int st_test_failures = 0;
 static int st_test_checks = 0;
@@ -39,5 +41,21 @@ static int st_test_checks = 0;
         printf("%d checks, %d failed\n", st_test_checks, st_test_failures);      \
         return st_test_failures == 0 ? 0 : 1;                                    \
     } while (0)
+
+/* Run native/build/tools/mkmodel (or the ASan build's) with args, writing a
+ * random model to out; its chatter is dropped. Tests run from the repo root. */
+static inline bool test_mkmodel(const char *args, const char *out)
+{
+    static const char *const cands[] = {"native/build/tools/mkmodel", "native/build-asan/tools/mkmodel"};
+    for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+        if (access(cands[i], X_OK) == 0) {
+            char cmd[1024];
+            snprintf(cmd, sizeof(cmd), "%s %s -o %s > /dev/null 2>&1", cands[i], args, out);
+            return system(cmd) == 0;
+        }
+    }
+    fprintf(stderr, "mkmodel not built (run make first)\n");
+    return false;
+}
 
 #endif
