@@ -4,17 +4,15 @@
 // Match Score falling back to rules when the worker is down, and the
 // credential test (methods.credentialTest.strataWorkerApiTest).
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { ROOT, STORIES260K } from './helpers/models.mjs';
+import { WORKER, freePort, startWorker } from './helpers/worker.mjs';
 
 const require = createRequire(import.meta.url);
 const rules = require('../node/rules/match.js');
 
-const WORKER = process.env.STRATA_WORKER_BIN || path.join(ROOT, 'native/build/strata-worker');
 const DIST = path.join(ROOT, 'dist/node/nodes/Strata/Strata.node.js');
 if (!fs.existsSync(WORKER) || !fs.existsSync(DIST)) {
   t.fail(`needs ${WORKER} (make -C native) and ${DIST} (npm run build)`);
@@ -24,40 +22,6 @@ const { Strata } = require(DIST);
 const engine = require('../dist/node/nodes/Strata/engine.js');
 
 const TOKEN = 'n0de-s3cret';
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function startWorker(args) {
-  return new Promise((resolve, reject) => {
-    const p = spawn(WORKER, ['--threads', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`worker did not start: ${err}`)), 10000);
-    p.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('READY')) {
-        clearTimeout(timer);
-        resolve(p);
-      }
-    });
-    p.stderr.on('data', (d) => {
-      err += d;
-    });
-    p.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`worker exited with ${code}: ${err}`));
-    });
-  });
-}
 
 const url = `tcp://127.0.0.1:${await freePort()}`;
 const worker = await startWorker(['--model', STORIES260K, '--listen', url, '--token', TOKEN, '--ctx', '1024']);

@@ -4,19 +4,17 @@
 // and batched results identical to one-at-a-time results (greedy) on
 // stories260K and a random-weight model. Ports: 127.0.0.1 only.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { ensureModel, ROOT, STORIES260K } from './helpers/models.mjs';
+import { WORKER, freePort, startWorker as spawnWorker } from './helpers/worker.mjs';
 
 const require = createRequire(import.meta.url);
 const { connectWorker } = require('../node/lib/worker.js');
 const { binding } = require('../node/lib/binding.js');
 
-const WORKER = process.env.STRATA_WORKER_BIN || path.join(ROOT, 'native/build/strata-worker');
 const GREEDY = { temperature: 0, repeatPenalty: 1 };
 const PROMPTS = [
   'Once upon a time',
@@ -34,44 +32,8 @@ if (!fs.existsSync(WORKER)) {
   process.exit(1);
 }
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 const live = new Set();
-
-/** Start a worker; resolves once it printed READY. */
-function startWorker(args) {
-  return new Promise((resolve, reject) => {
-    const p = spawn(WORKER, ['--threads', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(p);
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => reject(new Error(`worker did not start: ${err}`)), 10000);
-    p.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('READY')) {
-        clearTimeout(timer);
-        resolve(p);
-      }
-    });
-    p.stderr.on('data', (d) => {
-      err += d;
-    });
-    p.once('exit', (code) => {
-      live.delete(p);
-      clearTimeout(timer);
-      reject(new Error(`worker exited with ${code}: ${err}`));
-    });
-  });
-}
+const startWorker = (args) => spawnWorker(args, { live });
 
 function stopWorker(p, signal = 'SIGTERM') {
   return new Promise((resolve) => {
