@@ -119,14 +119,9 @@ void strata_ctx_truncate(strata_ctx *ctx, int n_past)
     }
 }
 
-strata_err strata_eval(strata_ctx *ctx, const strata_token *toks, size_t n, float *logits, strata_error *err)
+strata_err st_eval_chunks(strata_ctx *ctx, const strata_token *toks, size_t n, float *logits,
+                          const volatile int *cancel, strata_error *err)
 {
-    if (ctx == NULL || (toks == NULL && n > 0)) {
-        return st_error(err, STRATA_ERR_ARG, "context and tokens must not be NULL");
-    }
-    if (n == 0) {
-        return st_error(err, STRATA_ERR_ARG, "nothing to evaluate: zero tokens");
-    }
     if ((size_t)ctx->n_past + n > (size_t)ctx->n_ctx) {
         return st_error(err, STRATA_ERR_LIMIT,
                         "prompt too long: %zu tokens (+%d cached) exceed the context size of %d tokens", n,
@@ -134,6 +129,9 @@ strata_err strata_eval(strata_ctx *ctx, const strata_token *toks, size_t n, floa
     }
     size_t done = 0;
     while (done < n) {
+        if (cancel != NULL && *cancel != 0) {
+            return STRATA_ERR_CANCELLED;
+        }
         int chunk = (int)ST_MIN((size_t)ctx->n_batch, n - done);
         bool last = done + (size_t)chunk == n;
         strata_err rc = st_forward(ctx, toks + done, chunk, last ? logits : NULL, err);
@@ -143,4 +141,15 @@ strata_err strata_eval(strata_ctx *ctx, const strata_token *toks, size_t n, floa
         done += (size_t)chunk;
     }
     return STRATA_OK;
+}
+
+strata_err strata_eval(strata_ctx *ctx, const strata_token *toks, size_t n, float *logits, strata_error *err)
+{
+    if (ctx == NULL || (toks == NULL && n > 0)) {
+        return st_error(err, STRATA_ERR_ARG, "context and tokens must not be NULL");
+    }
+    if (n == 0) {
+        return st_error(err, STRATA_ERR_ARG, "nothing to evaluate: zero tokens");
+    }
+    return st_eval_chunks(ctx, toks, n, logits, NULL, err);
 }

@@ -96,24 +96,7 @@ static strata_err eval_prompt(strata_ctx *ctx, const strata_token *prompt, size_
         common = n - 1; /* need at least one token evaluated to get logits */
     }
     strata_ctx_truncate(ctx, (int)common);
-    if (n > (size_t)ctx->n_ctx) {
-        return st_error(err, STRATA_ERR_LIMIT, "prompt too long: %zu tokens exceed the context size of %d tokens", n,
-                        ctx->n_ctx);
-    }
-    size_t done = common;
-    while (done < n) {
-        if (cancelled(p)) {
-            return STRATA_ERR_CANCELLED;
-        }
-        int chunk = (int)ST_MIN((size_t)ctx->n_batch, n - done);
-        bool last = done + (size_t)chunk == n;
-        strata_err rc = st_forward(ctx, prompt + done, chunk, last ? ctx->logits : NULL, err);
-        if (rc != STRATA_OK) {
-            return rc;
-        }
-        done += (size_t)chunk;
-    }
-    return STRATA_OK;
+    return st_eval_chunks(ctx, prompt + common, n - common, ctx->logits, p->cancel, err);
 }
 
 strata_err strata_generate(strata_ctx *ctx, const strata_token *prompt, size_t n_prompt,

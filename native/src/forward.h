@@ -33,6 +33,11 @@ struct strata_ctx {
  * If logits is non-NULL, the last token's logits are written to it. */
 strata_err st_forward(strata_ctx *ctx, const strata_token *toks, int n, float *logits, strata_error *err);
 
+/* Evaluate n tokens in chunks of n_batch; logits (if not NULL) after the
+ * last. Checks *cancel between chunks (STRATA_ERR_CANCELLED, no message). */
+strata_err st_eval_chunks(strata_ctx *ctx, const strata_token *toks, size_t n, float *logits,
+                          const volatile int *cancel, strata_error *err);
+
 /* A context with a KV cache only (no pool/runner of its own): for sequences
  * that a scheduler runs in shared batches. */
 strata_err st_ctx_new_kv(strata_model *model, int n_ctx, bool kv_f32, strata_ctx **out, strata_error *err);
