@@ -176,4 +176,16 @@ bool st_gemv_avx512(st_type t, const void *W, size_t wrow, int64_t n_rows, int64
 /* True if this CPU has AVX512_BF16 (used for the BF16 dot at level 2). */
 bool st_cpu_has_avx512bf16(void);
 
+/* The 12 scale bytes hold 8 six-bit scales and 8 six-bit mins. */
+static inline void st_k4_scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+    }
+}
+
 #endif
