@@ -2,6 +2,7 @@ import {
 	NodeConnectionTypes,
 	NodeOperationError,
 	UserError,
+	type ChunkType,
 	type ICredentialsDecrypted,
 	type ICredentialTestFunctions,
 	type IDataObject,
@@ -13,33 +14,9 @@ import {
 } from 'n8n-workflow';
 
 import { properties } from './description';
-import {
-	Budget,
-	CancelledError,
-	defaultModelPath,
-	getModel,
-	getWorkerClient,
-	testWorker,
-	workerModel,
-	type ChatMessage,
-	type GenerateOptions,
-	type LoadOptions,
-	type Model,
-} from './engine';
+import { modelSource, sampling, type NodeOptions } from './common';
+import { Budget, CancelledError, testWorker, type ChatMessage } from './engine';
 import * as ops from './operations';
-
-interface NodeOptions {
-	contextSize?: number;
-	json?: boolean;
-	maxTokens?: number;
-	repeatPenalty?: number;
-	seed?: number;
-	temperature?: number;
-	threads?: number;
-	timeoutMs?: number;
-	topK?: number;
-	topP?: number;
-}
 
 /** A JSON parameter: an object from an expression, or text to parse. */
 function jsonParam(value: unknown, what: string): unknown {
@@ -82,17 +59,39 @@ function chatMessages(value: unknown): ChatMessage[] {
 	});
 }
 
-function sampling(o: NodeOptions): GenerateOptions {
-	const s: GenerateOptions = {};
-	for (const k of ['maxTokens', 'temperature', 'topK', 'topP', 'repeatPenalty', 'seed'] as const) {
-		if (typeof o[k] === 'number') {
-			s[k] = o[k];
+/**
+ * Generate and Chat when the execution streams (a Webhook whose Response
+ * Mode is Streaming): each generated piece goes out as an n8n "item" chunk
+ * between "begin" and "end" (on failure: "error"), in order, as it comes.
+ * Otherwise just run.
+ */
+async function streamed<T>(fn: IExecuteFunctions, itemIndex: number, ctx: ops.OperationContext, run: () => Promise<T>): Promise<T> {
+	if (typeof fn.isStreaming !== 'function' || !fn.isStreaming()) {
+		return run();
+	}
+	let queue: Promise<unknown> = Promise.resolve();
+	const send = (type: ChunkType, content?: string) => {
+		queue = queue.then(() => fn.sendChunk(type, itemIndex, content)).catch(() => undefined);
+	};
+	send('begin');
+	ctx.onToken = (piece) => send('item', piece);
+	let failure: string | undefined;
+	const running = run();
+	// registered first: runs before the await below sees the rejection
+	running.catch((error: unknown) => {
+		failure = error instanceof Error ? error.message : String(error);
+	});
+	try {
+		const result = await running;
+		send('end');
+		return result;
+	} finally {
+		if (failure !== undefined) {
+			send('error', failure);
 		}
+		ctx.onToken = undefined;
+		await queue;
 	}
-	if (o.json === true) {
-		s.json = true;
-	}
-	return s;
 }
 
 export class Strata implements INodeType {
@@ -147,37 +146,9 @@ export class Strata implements INodeType {
 		for (let itemIndex = 0; itemIndex < items.length; itemIndex++) {
 			let budget: Budget | undefined;
 			try {
-				const mode = this.getNodeParameter('mode', itemIndex) as string;
-				if (mode !== 'embedded' && mode !== 'worker') {
-					throw new NodeOperationError(this.getNode(), `Unknown mode "${mode}"`, { itemIndex });
-				}
 				const operation = this.getNodeParameter('operation', itemIndex) as string;
 				const options = this.getNodeParameter('options', itemIndex, {}) as NodeOptions;
-				let loadModel: () => Promise<Model>;
-				let modelPath: string;
-				if (mode === 'worker') {
-					const creds = await this.getCredentials('strataWorkerApi', itemIndex);
-					const url = typeof creds.baseUrl === 'string' ? creds.baseUrl.trim() : '';
-					if (url === '') {
-						throw new NodeOperationError(this.getNode(), 'The Strata Worker API credential has no Worker URL', { itemIndex });
-					}
-					const token = typeof creds.token === 'string' ? creds.token : '';
-					const client = getWorkerClient(url, token);
-					loadModel = () => workerModel(client);
-					modelPath = url;
-				} else {
-					const pathParam = (this.getNodeParameter('modelPath', itemIndex, '') as string).trim();
-					const file = pathParam !== '' ? pathParam : defaultModelPath();
-					const load: LoadOptions = {};
-					if (typeof options.threads === 'number' && options.threads > 0) {
-						load.threads = options.threads;
-					}
-					if (typeof options.contextSize === 'number' && options.contextSize > 0) {
-						load.contextSize = options.contextSize;
-					}
-					loadModel = () => getModel(file, load);
-					modelPath = file;
-				}
+				const { loadModel, modelPath } = await modelSource(this, itemIndex, options);
 				budget = new Budget(options.timeoutMs ?? 0, cancelSignal);
 				const ctx: ops.OperationContext = {
 					loadModel,
@@ -189,9 +160,11 @@ export class Strata implements INodeType {
 
 				let result: object;
 				switch (operation) {
-					case 'generate':
-						result = await ops.generate(ctx, this.getNodeParameter('prompt', itemIndex) as string);
+					case 'generate': {
+						const prompt = this.getNodeParameter('prompt', itemIndex) as string;
+						result = await streamed(this, itemIndex, ctx, () => ops.generate(ctx, prompt));
 						break;
+					}
 					case 'chat': {
 						let messages: ChatMessage[];
 						if (this.getNodeParameter('messagesInput', itemIndex, 'fields') === 'json') {
@@ -202,7 +175,7 @@ export class Strata implements INodeType {
 							messages = system.trim() !== '' ? [{ role: 'system', content: system }] : [];
 							messages.push({ role: 'user', content: user });
 						}
-						result = await ops.chat(ctx, messages);
+						result = await streamed(this, itemIndex, ctx, () => ops.chat(ctx, messages));
 						break;
 					}
 					case 'matchScore': {

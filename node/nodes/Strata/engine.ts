@@ -24,6 +24,8 @@ export interface GenerateOptions {
 	json?: boolean;
 	stop?: string[];
 	signal?: AbortSignal;
+	/** Called with each generated piece of text (return false to stop). */
+	onToken?: (piece: string) => boolean | void;
 }
 
 export interface GenerateResult {

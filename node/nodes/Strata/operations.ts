@@ -12,6 +12,8 @@ export interface OperationContext {
 	budget: Budget;
 	/** Sampling options the user set; operation defaults fill the rest. */
 	sampling: GenerateOptions;
+	/** Each generated piece of text as it comes (streaming to n8n or LangChain). */
+	onToken?: (piece: string) => void;
 }
 
 export interface ModelMeta {
@@ -61,7 +63,18 @@ async function complete(
 	const model = await ctx.budget.race(ctx.loadModel());
 	ctx.budget.check();
 	const prompt = typeof messages === 'string' ? messages : promptFor(model, messages);
-	const r = await model.generate(prompt, { ...defaults, ...ctx.sampling, json: defaults.json ?? ctx.sampling.json, signal: ctx.budget.signal });
+	const options: GenerateOptions = { ...defaults, ...ctx.sampling, json: defaults.json ?? ctx.sampling.json, signal: ctx.budget.signal };
+	if (ctx.onToken !== undefined) {
+		const onToken = ctx.onToken;
+		options.onToken = (piece) => {
+			try {
+				onToken(piece);
+			} catch {
+				// a listener's failure must not stop the generation
+			}
+		};
+	}
+	const r = await model.generate(prompt, options);
 	if (r.stopReason === 'cancelled') {
 		if (ctx.budget.cancelled) {
 			throw new CancelledError('the execution was cancelled');
