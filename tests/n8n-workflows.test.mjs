@@ -18,7 +18,9 @@
 //    (source "rules") and, with the SMTP server refusing, email is retried and
 //    recorded in notify:failures while push and in-app still go out.
 //  - notification fan-out webhook (workflows/notify.json + notify-channel.json):
-//    a push endpoint failing once is retried.
+//    a push endpoint failing once is retried; the three channels run
+//    concurrently (their request windows at the fixture overlap); an unknown
+//    channel is a recorded failure.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -410,5 +412,43 @@ t.test('n8n: the bundled SkillSwap workflows, end to end', async (t) => {
     t.equal(fixture.state.emails[0].to[0], 'chen@skillswap.test');
     t.equal(fixture.state.notifications[0].userId, 'u-chen');
     t.equal((await call('POST', hook('skillswap/notify'), {}, {})).status, 403, 'header auth');
+  });
+
+  await t.test('notification webhook: the channels are delivered concurrently', async (t) => {
+    fixture.reset();
+    fixture.delay(1500);
+    const r = await call('POST', hook('skillswap/notify'), {
+      user: { id: 'u-alice', email: 'alice@skillswap.test', pushToken: 'push-alice' },
+      title: 'At once',
+      message: 'Three channels in parallel',
+    });
+    t.equal(r.status, 200, r.text);
+    t.same(r.json.sent, { email: 1, push: 1, inApp: 1 });
+    const w = fixture.state.windows;
+    t.same(w.map((x) => x.channel).sort(), ['email', 'inApp', 'push'], 'one request per channel');
+    // each channel's request was open for 1.5 s; one after the other they
+    // could not overlap. They all were in progress at the same moment:
+    const lastStart = Math.max(...w.map((x) => x.start));
+    const firstEnd = Math.min(...w.map((x) => x.end));
+    t.ok(lastStart < firstEnd, `the three request windows overlap (${firstEnd - lastStart} ms in common)`);
+    t.equal(await redis('KEYS', 'notify:outcomes:*').then((k) => k.length), 0, 'the outcome list is cleared');
+  });
+
+  await t.test('notification webhook: an unknown channel is a recorded failure', async (t) => {
+    fixture.reset();
+    await redis('DEL', 'notify:failures');
+    const r = await call('POST', hook('skillswap/notify'), {
+      user: { id: 'u-chen', email: 'chen@skillswap.test' },
+      title: 'Odd',
+      message: 'x',
+      channels: ['email', 'fax'],
+    });
+    t.equal(r.status, 200, r.text);
+    t.same(r.json.sent, { email: 1, push: 0, inApp: 0 });
+    t.equal(r.json.failures.length, 1);
+    t.match(r.json.failures[0], { channel: 'fax', ok: false, error: 'unknown channel fax', userId: 'u-chen' });
+    const failures = (await redis('LRANGE', 'notify:failures', 0, -1)).map((x) => JSON.parse(x));
+    t.equal(failures.length, 1);
+    t.equal(failures[0].channel, 'fax');
   });
 });

@@ -48,6 +48,12 @@ export const execWf = (name, position, workflowId, mode, more = {}) => node(name
   workflowInputs: { mappingMode: 'defineBelow', value: {}, matchingColumns: [], schema: [], attemptToConvertTypes: false, convertFieldsToString: true },
   options: { waitForSubWorkflow: true },
 }, more);
+/** Execute Workflow, one sub-execution per item, not waited for: they run concurrently. */
+export const execWfAsync = (name, position, workflowId, more = {}) => {
+  const n = execWf(name, position, workflowId, 'each', more);
+  n.parameters.options = { waitForSubWorkflow: false };
+  return n;
+};
 export const subTrigger = (name, position) => node(name, 'executeWorkflowTrigger', 1.1, position, { inputSource: 'passthrough' });
 export const save = (path, wf) => writeFileSync(path, JSON.stringify(wf, null, 2) + '\n');
 export const sticky = (name, position, content, width = 520, height = 300) => node(name, 'stickyNote', 1, position, { content, width, height });

@@ -1,4 +1,4 @@
-import { sticky, workflow, node, code, redis, ifNode, cond, conditions, switchNode, set, respond, webhook, execWf, subTrigger, save, APIAUTH, SMTP } from './lib.mjs';
+import { sticky, workflow, node, code, redis, ifNode, cond, conditions, switchNode, set, respond, webhook, execWf, execWfAsync, subTrigger, save, APIAUTH, SMTP } from './lib.mjs';
 const W = new URL('../../workflows', import.meta.url).pathname;
 const retry = { retryOnFail: true, maxTries: 3, waitBetweenTries: 1000, onError: 'continueRegularOutput' };
 
@@ -34,13 +34,26 @@ const channel = workflow('StrataNotifyChannel', 'Strata: SkillSwap notification 
     jsonBody: '={{ JSON.stringify({ userId: String($json.user.id), title: $json.title, message: $json.message, data: $json.data }) }}',
     options: { timeout: 10000 },
   }, { credentials: APIAUTH, ...retry }),
-  node('Unknown Channel', 'stopAndError', 1, [460, 700], { errorMessage: "={{ 'unknown channel ' + $json.channel }}" }),
+  set('Unknown Channel', [460, 700], [
+    ['channel', '={{ $json.channel }}'],
+    ['ok', '={{ false }}', 'boolean'],
+    ['error', "={{ 'unknown channel ' + $json.channel }}"],
+    ['notificationId', "={{ $('Channel Request').first().json.id }}"],
+    ['userId', "={{ $('Channel Request').first().json.user.id }}"],
+  ]),
+  // the fan-out does not wait for this execution: it reads the outcome from Redis
+  redis('Report Outcome', [940, 300], {
+    operation: 'push', list: "=notify:outcomes:{{ $('Channel Request').first().json.batch }}",
+    messageData: "={{ JSON.stringify({ deliveryId: $('Channel Request').first().json.deliveryId, channel: $json.channel, ok: $json.ok, error: $json.error || null }) }}",
+    tail: true,
+  }),
   sent('Email Sent', [700, 100], 'email', [['messageId', "={{ $json.messageId ?? '' }}"]]),
   sent('Push Sent', [700, 300], 'push', [['response', '={{ $json }}', 'object']]),
   sent('In-App Created', [700, 500], 'inApp', [['response', '={{ $json }}', 'object']]),
 ], [
   ['Channel Request', 'Which Channel'], ['Which Channel', 'Send Email', 0], ['Which Channel', 'Send Push', 1], ['Which Channel', 'Create In-App Notification', 2], ['Which Channel', 'Unknown Channel', 3],
   ['Send Email', 'Email Sent'], ['Send Push', 'Push Sent'], ['Create In-App Notification', 'In-App Created'],
+  ['Email Sent', 'Report Outcome'], ['Push Sent', 'Report Outcome'], ['In-App Created', 'Report Outcome'], ['Unknown Channel', 'Report Outcome'],
 ]);
 save(`${W}/notify-channel.json`, channel);
 
@@ -49,6 +62,8 @@ const fanOut = `// Each notification {user: {id, email, pushToken}, title, messa
 // becomes one delivery per channel it can use. The webhook takes one
 // notification, an array, or {"notifications": [...]}.
 const out = [];
+// the channel executions report to the Redis list notify:outcomes:<batch>
+const batch = 'b-' + Date.now().toString(36) + '-' + Math.random().toString(36).slice(2, 10);
 for (const item of $input.all()) {
   const s = item.json;
   const src = s.body !== undefined && s.headers !== undefined ? s.body : s;
@@ -66,19 +81,34 @@ for (const item of $input.all()) {
     for (const channel of channels) {
       if (channel === 'email' && !n.user.email) continue;
       if (channel === 'push' && !n.user.pushToken) continue;
-      out.push({ json: { ...base, channel } });
+      out.push({ json: { ...base, channel, batch, deliveryId: batch + ':' + out.length } });
     }
   }
 }
 return out;`;
 
-const outcomes = `// One outcome per delivery (the worker returns exactly one item each).
+const waitState = `// Deliveries run concurrently, one execution each (Deliver does not wait):
+// how many outcomes are expected, and until when.
 const deliveries = $('Fan Out').all();
+const s = $('Channel Settings').first().json;
+return [{ json: { batch: deliveries[0].json.batch, expected: deliveries.length, deadline: Date.now() + (s.deliveryTimeoutSeconds || 60) * 1000 } }];`;
+
+const outcomes = `// One outcome per delivery, matched by delivery id; a channel execution
+// that reported nothing in time counts as failed.
+const reported = new Map();
+for (const s of $('Read Outcomes').first().json.outcomes || []) {
+  try {
+    const o = JSON.parse(s);
+    reported.set(o.deliveryId, o);
+  } catch (e) {
+    // not an outcome
+  }
+}
 const at = new Date().toISOString();
-return $input.all().map((item, k) => {
-  const d = deliveries[k] ? deliveries[k].json : {};
-  const ok = item.json.ok === true && item.json.channel === d.channel;
-  const error = ok ? null : String(item.json.error || 'delivery failed (the channel workflow gave no outcome)');
+return $('Fan Out').all().map(({ json: d }) => {
+  const o = reported.get(d.deliveryId);
+  const ok = o !== undefined && o.ok === true && o.channel === d.channel;
+  const error = ok ? null : o === undefined ? 'no outcome from the channel workflow in time' : String(o.error || 'delivery failed');
   return { json: { notificationId: d.id, channel: d.channel, userId: d.user ? d.user.id : null, ok, error, at } };
 });`;
 
@@ -94,7 +124,7 @@ const notify = workflow('StrataNotify', 'Strata: SkillSwap notification fan-out'
 Called by other workflows (Execute Workflow) with items, or **POST** /webhook/skillswap/notify (header auth: *Strata Webhook Key*) with one notification, an array, or \`{"notifications": [...]}\`:
 \`{"user": {"id", "email", "pushToken"}, "title", "message", "data", "channels"?: ["email", "push", "inApp"]}\`
 
-Each delivery (email over the *Strata SMTP* credential, push: POST $SKILLSWAP_PUSH_URL, in-app: POST $SKILLSWAP_API_URL/notifications with the *SkillSwap API Key* credential) runs in *Strata: SkillSwap notification (one channel)*, retried 3 times; a channel that still fails is pushed to the Redis list \`notify:failures\` and listed in the answer, the others go out anyway.
+Each delivery (email over the *Strata SMTP* credential, push: POST $SKILLSWAP_PUSH_URL, in-app: POST $SKILLSWAP_API_URL/notifications with the *SkillSwap API Key* credential) runs in its own execution of *Strata: SkillSwap notification (one channel)*, all at once (*Deliver* does not wait; each channel reports its outcome to the Redis list \`notify:outcomes:<batch>\`, read here until all are in or *deliveryTimeoutSeconds* pass), retried 3 times; a channel that still fails is pushed to the Redis list \`notify:failures\` and listed in the answer, the others go out anyway.
 
 The URLs come from n8n's environment (SKILLSWAP_API_URL, SKILLSWAP_PUSH_URL, SKILLSWAP_MAIL_FROM), which needs N8N_BLOCK_ENV_ACCESS_IN_NODE=false; or edit *Channel Settings*.`, 560, 420),
   subTrigger('Notification Request', [0, 200]),
@@ -103,16 +133,25 @@ The URLs come from n8n's environment (SKILLSWAP_API_URL, SKILLSWAP_PUSH_URL, SKI
     ['apiUrl', "={{ $env.SKILLSWAP_API_URL || 'http://127.0.0.1:3000' }}"],
     ['pushUrl', "={{ $env.SKILLSWAP_PUSH_URL || (($env.SKILLSWAP_API_URL || 'http://127.0.0.1:3000') + '/push') }}"],
     ['mailFrom', "={{ $env.SKILLSWAP_MAIL_FROM || 'SkillSwap <matches@skillswap.test>' }}"],
+    ['deliveryTimeoutSeconds', 60, 'number'],
   ], true),
   code('Fan Out', [480, 300], fanOut),
-  execWf('Deliver', [720, 300], 'StrataNotifyChannel', 'each', { onError: 'continueRegularOutput' }),
-  code('Delivery Outcomes', [960, 300], outcomes),
-  node('Failed Deliveries', 'filter', 2.2, [1200, 200], { conditions: conditions(cond('={{ $json.ok }}', 'false')), looseTypeValidation: true, options: {} }),
-  redis('Record Failure', [1440, 200], { operation: 'push', list: 'notify:failures', messageData: '={{ JSON.stringify($json) }}', tail: false }),
-  code('Summary', [1200, 420], summary),
+  execWfAsync('Deliver', [720, 300], 'StrataNotifyChannel', { onError: 'continueRegularOutput' }),
+  code('Wait State', [960, 300], waitState),
+  redis('Read Outcomes', [1200, 300], { operation: 'get', propertyName: 'outcomes', key: "=notify:outcomes:{{ $('Wait State').first().json.batch }}", keyType: 'list', options: {} }),
+  ifNode('All Reported?', [1440, 300],
+    cond("={{ ($json.outcomes || []).length >= $('Wait State').first().json.expected || Date.now() > $('Wait State').first().json.deadline }}", 'true')),
+  node('Wait a Moment', 'wait', 1.1, [1440, 520], { resume: 'timeInterval', amount: 0.25, unit: 'seconds' }),
+  code('Delivery Outcomes', [1680, 300], outcomes),
+  node('Failed Deliveries', 'filter', 2.2, [1920, 200], { conditions: conditions(cond('={{ $json.ok }}', 'false')), looseTypeValidation: true, options: {} }),
+  redis('Record Failure', [2160, 200], { operation: 'push', list: 'notify:failures', messageData: '={{ JSON.stringify($json) }}', tail: false }),
+  redis('Clear Outcomes', [1920, 380], { operation: 'delete', key: "=notify:outcomes:{{ $('Wait State').first().json.batch }}" }, { executeOnce: true }),
+  code('Summary', [1920, 560], summary),
 ], [
   ['Notification Request', 'Channel Settings'], ['Notify Webhook', 'Channel Settings'], ['Channel Settings', 'Fan Out'], ['Fan Out', 'Deliver'],
-  ['Deliver', 'Delivery Outcomes'], ['Delivery Outcomes', 'Failed Deliveries'], ['Delivery Outcomes', 'Summary'], ['Failed Deliveries', 'Record Failure'],
+  ['Deliver', 'Wait State'], ['Wait State', 'Read Outcomes'], ['Read Outcomes', 'All Reported?'], ['All Reported?', 'Delivery Outcomes', 0], ['All Reported?', 'Wait a Moment', 1],
+  ['Wait a Moment', 'Read Outcomes'],
+  ['Delivery Outcomes', 'Failed Deliveries'], ['Delivery Outcomes', 'Clear Outcomes'], ['Delivery Outcomes', 'Summary'], ['Failed Deliveries', 'Record Failure'],
 ]);
 save(`${W}/notify.json`, notify);
 
