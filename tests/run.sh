@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export npm_config_nodedir=/usr
+# The suites compare CPU numerics with llama.cpp and expect quiet stderr: run
+# on the CPU even where a GPU is present, without the backend log line
+# (tests/backend.test.mjs and tests/gpu/run.sh cover the backends).
+export STRATA_BACKEND=${STRATA_BACKEND:-cpu} STRATA_LOG=${STRATA_LOG:-0}
 make -s -C native -j"$(nproc)" all >/dev/null
 [ -f build/Release/strata.node ] || npx --no-install node-gyp rebuild >/dev/null
 npm run -s build >/dev/null

@@ -2,10 +2,11 @@
 // compression, storePath, prefetch}) splits the GGUF once into a store beside
 // it and streams; logits equal the resident model's bit for bit.
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ensureModel } from './helpers/models.mjs';
+import { ensureModel, ROOT } from './helpers/models.mjs';
 import { strataApi } from './helpers/strata.mjs';
 
 const SPEC = { arch: 'llama', type: 'Q8_0', dim: 128, layers: 4, heads: 4, kvHeads: 2, ff: 256 };
@@ -113,4 +114,69 @@ t.test('broken stores give clear errors', async (t) => {
   await t.rejects(loadModel(storePath, OPTS), { message: /blk\.1\.gguf.*missing/ });
   fs.writeFileSync(path.join(storePath, 'manifest.json'), '{"format": "strata-store", ');
   await t.rejects(loadModel(storePath, OPTS), { code: 'STRATA_ERR_FORMAT', message: /manifest\.json/ });
+});
+
+// Two processes load (and so split) the same GGUF into the same store at the
+// same moment: they take turns on the store's split lock, both get the same
+// logits as the resident model, and the store is whole.
+const RACER = `
+const { loadModel } = require(${JSON.stringify(path.join(ROOT, 'node/lib/index.js'))});
+const [model, storePath, compression] = process.argv.slice(1);
+process.stdout.write('ready\\n');
+process.stdin.once('data', async () => {
+  const t0 = performance.now();
+  const m = await loadModel(model, { threads: 1, contextSize: 64, memoryBudget: 0, storePath, compression });
+  const loadMs = performance.now() - t0;
+  const logits = await m.evaluate(Int32Array.from(${JSON.stringify(Array.from(TOKENS))}));
+  await m.close();
+  process.stdout.write(JSON.stringify({ loadMs, logits: Buffer.from(logits.buffer).toString('base64') }) + '\\n');
+  process.exit(0);
+});
+`;
+
+function racer(model, storePath, compression) {
+  const child = spawn(process.execPath, ['-e', RACER, model, storePath, compression],
+    { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const ready = new Promise((resolve) => {
+    const check = () => (out.includes('ready\n') ? resolve() : setTimeout(check, 5));
+    check();
+  });
+  const done = new Promise((resolve, reject) => {
+    child.on('exit', (code) => (code === 0
+      ? resolve(JSON.parse(out.trim().split('\n').pop()))
+      : reject(new Error(`racer exited ${code}: ${err}`))));
+  });
+  return { child, ready, done };
+}
+
+t.test('two processes splitting the same model at once', async (t) => {
+  // big enough that a split takes a while (F16 -> 4bit quantizes every matrix)
+  const big = path.join(dir, 'race.gguf');
+  fs.copyFileSync(ensureModel({ arch: 'llama', type: 'F16', dim: 512, layers: 6, heads: 8, kvHeads: 4, ff: 1536 }), big);
+  for (const compression of ['none', '4bit']) {
+    const storePath = path.join(dir, `race-${compression}.store`);
+    const racers = [racer(big, storePath, compression), racer(big, storePath, compression)];
+    await Promise.all(racers.map((r) => r.ready));
+    for (const r of racers) r.child.stdin.end('go\n'); // both start splitting now
+    const [a, b] = await Promise.all(racers.map((r) => r.done));
+    t.equal(a.logits, b.logits, `${compression}: both processes compute the same logits`);
+    const manifest = JSON.parse(fs.readFileSync(path.join(storePath, 'manifest.json'), 'utf8'));
+    t.equal(manifest.complete, true, `${compression}: store complete`);
+    t.equal(manifest.parts.length, 6 + 3);
+    t.same(fs.readdirSync(storePath).filter((f) => f.includes('.tmp')), [], 'no temp files left');
+    // every part checks out (resident: all checksums verified at load), same logits again
+    const m = await loadModel(storePath, { ...OPTS, memoryBudget: 1e9 });
+    t.equal(Buffer.from((await m.evaluate(TOKENS)).buffer).toString('base64'), a.logits, `${compression}: store valid`);
+    await m.close();
+    if (compression === 'none') {
+      const r = await loadModel(big, OPTS);
+      t.equal(Buffer.from((await r.evaluate(TOKENS)).buffer).toString('base64'), a.logits, 'equal to resident');
+      await r.close();
+    }
+    t.comment(`${compression}: loads took ${a.loadMs.toFixed(0)} and ${b.loadMs.toFixed(0)} ms`);
+  }
 });

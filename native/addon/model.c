@@ -71,7 +71,8 @@ static napi_value info_object(napi_env env, const strata_model_info *in)
               addon_set_string(env, o, "tokenizer", in->tokenizer) &&
               addon_set_string(env, o, "chatTemplate", in->chat_template) &&
               addon_set_double(env, o, "bos", in->bos) && addon_set_double(env, o, "eos", in->eos) &&
-              addon_set_double(env, o, "eot", in->eot) && addon_set_bool(env, o, "addBos", in->add_bos);
+              addon_set_double(env, o, "eot", in->eot) && addon_set_bool(env, o, "addBos", in->add_bos) &&
+              addon_set_string(env, o, "backend", in->backend) && addon_set_string(env, o, "device", in->device);
     return ok ? o : NULL;
 }
 
@@ -148,7 +149,9 @@ static void load_complete(napi_env env, napi_status status, void *data)
 }
 
 /* load(path, {threads, mmap, mlock, streaming, memoryBudget, prefetch,
- * compression, storePath, deleteOriginal, inPlace}) -> Promise<{model, info}>.
+ * compression, storePath, deleteOriginal, inPlace, backend, vramBudget})
+ * -> Promise<{model, info}>. backend: "auto" | "cpu" | "cuda"; vramBudget:
+ * bytes of weights kept on the GPU (0: all that fit).
  * streaming (or any of memoryBudget, compression, storePath) loads through
  * a split store, streaming layers within memoryBudget bytes. */
 static napi_value load(napi_env env, napi_callback_info info)
@@ -166,8 +169,11 @@ static napi_value load(napi_env env, napi_callback_info info)
     strata_model_params_default(&w->params);
     strata_stream_params_default(&w->stream);
     size_t path_len = 0;
-    double budget = -1.0;
+    double budget = -1.0, vram = 0.0;
+    char *backend = NULL;
     if (!addon_string(env, argv[0], "load: path", &w->path, &path_len) ||
+        !addon_opt_string(env, argv[1], "backend", &backend) ||
+        !addon_opt_double(env, argv[1], "vramBudget", 0.0, 9007199254740991.0, &vram) ||
         !addon_opt_int(env, argv[1], "threads", 0, 4096, &w->params.n_threads) ||
         !addon_opt_bool(env, argv[1], "mmap", &w->params.use_mmap) ||
         !addon_opt_bool(env, argv[1], "mlock", &w->params.use_mlock) ||
@@ -178,11 +184,29 @@ static napi_value load(napi_env env, napi_callback_info info)
         !addon_opt_bool(env, argv[1], "inPlace", &w->stream.in_place) ||
         !addon_opt_string(env, argv[1], "compression", &w->compression) ||
         !addon_opt_string(env, argv[1], "storePath", &w->store_path)) {
+        free(backend);
         free(w->compression);
         free(w->store_path);
         free(w->path);
         free(w);
         return NULL;
+    }
+    w->params.vram_budget = (uint64_t)vram;
+    if (backend != NULL) {
+        const char *b = backend;
+        w->params.backend = strcmp(b, "cpu") == 0    ? STRATA_BACKEND_CPU
+                            : strcmp(b, "cuda") == 0 ? STRATA_BACKEND_CUDA
+                                                     : STRATA_BACKEND_AUTO;
+        bool known = strcmp(b, "auto") == 0 || w->params.backend != STRATA_BACKEND_AUTO;
+        free(backend);
+        if (!known) {
+            free(w->compression);
+            free(w->store_path);
+            free(w->path);
+            free(w);
+            addon_throw_type(env, "load: backend must be \"auto\", \"cpu\" or \"cuda\"");
+            return NULL;
+        }
     }
     if (budget >= 0.0 || w->compression != NULL || w->store_path != NULL || w->stream.in_place) {
         w->streamed = true;

@@ -46,10 +46,23 @@ typedef int32_t strata_token;
 
 typedef struct strata_model strata_model;
 
+/* Where the forward pass runs. AUTO: CUDA when the engine was built with it
+ * and a device + driver exist, else the CPU. The environment variable
+ * STRATA_BACKEND=auto|cpu|cuda overrides the parameter. */
+typedef enum {
+    STRATA_BACKEND_AUTO = 0,
+    STRATA_BACKEND_CPU,
+    STRATA_BACKEND_CUDA,  /* STRATA_ERR_UNSUPPORTED when unavailable */
+} strata_backend;
+
 typedef struct strata_model_params {
     int n_threads;   /* 0: all online cores */
     bool use_mmap;   /* map the file instead of reading it into memory */
     bool use_mlock;  /* lock mapped weights in RAM (best effort) */
+    int backend;     /* strata_backend (default AUTO) */
+    uint64_t vram_budget; /* CUDA: bytes of weights kept resident on the GPU
+                             (the rest stream through pinned buffers each
+                             step); 0: all that fit, minus a margin */
 } strata_model_params;
 
 void strata_model_params_default(strata_model_params *p);
@@ -73,6 +86,8 @@ typedef struct strata_model_info {
                                such as "mistral-v3", or "plain" */
     strata_token bos, eos, eot;
     bool add_bos;         /* prompts start with BOS by default (tokenizer.ggml.add_bos_token) */
+    char backend[16];     /* "cpu" or "cuda": where the forward pass runs */
+    char device[128];     /* the GPU's name with "cuda", else "" */
 } strata_model_info;
 
 strata_err strata_model_load(const char *path, const strata_model_params *params,

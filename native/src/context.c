@@ -1,5 +1,6 @@
 /* strata_ctx: one sequence's KV cache and token history; strata_eval. */
 #include "batch.h"
+#include "../cuda/backend.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,15 @@ strata_err st_ctx_new_kv(strata_model *model, int n_ctx, bool kv_f32, strata_ctx
     ctx->history = st_malloc_array((size_t)n_ctx, sizeof(strata_token));
     ctx->logits = st_aligned_alloc(64, (size_t)hp->n_vocab * sizeof(float));
     bool ok = ctx->kv && ctx->history && ctx->logits;
-    for (int l = 0; ok && l < hp->n_layers; l++) {
+    if (ok && model->gpu != NULL) {
+        /* CUDA: the cache lives on the GPU (budget checked there) */
+        strata_err rc = st_cuda_kv_alloc(ctx, kv_bytes, err);
+        if (rc != STRATA_OK) {
+            strata_ctx_free(ctx);
+            return rc;
+        }
+    }
+    for (int l = 0; ok && ctx->kv_gpu == NULL && l < hp->n_layers; l++) {
         ctx->kv[l].k = st_aligned_alloc(64, kv_bytes);
         ctx->kv[l].v = st_aligned_alloc(64, kv_bytes);
         ok = ctx->kv[l].k && ctx->kv[l].v;
@@ -85,7 +94,10 @@ void strata_ctx_free(strata_ctx *ctx)
     if (ctx == NULL) {
         return;
     }
-    if (ctx->kv != NULL) {
+    if (ctx->kv_gpu != NULL) {
+        st_cuda_kv_free(ctx);
+        free(ctx->kv);
+    } else if (ctx->kv != NULL) {
         for (int l = 0; l < ctx->model->hp.n_layers; l++) {
             st_aligned_free(ctx->kv[l].k);
             st_aligned_free(ctx->kv[l].v);

@@ -6,6 +6,7 @@
  * before a matmul, RMSNorm sums in double, RoPE uses ggml's cache recurrence. */
 #include "batch.h"
 #include "matmul.h"
+#include "../cuda/backend.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -33,7 +34,7 @@ static float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base)
 }
 
 /* cos/sin pairs for one position (ggml_rope_cache_init + rope_yarn). */
-static void rope_cache(const st_hparams *hp, const float *freq_factors, int pos, float *cache)
+void st_rope_cache(const st_hparams *hp, const float *freq_factors, int pos, float *cache)
 {
     const int n_dims = hp->n_rot;
     const float theta_scale = powf(hp->rope_base, -2.0f / n_dims);
@@ -109,6 +110,7 @@ struct st_runner {
     float *out_rows;         /* (n_out_cap, n_vocab) logits of rows that want them */
     int *out_row_idx;        /* (max_tokens) */
     int n_out_cap;
+    st_cuda_runner *gpu;     /* CUDA models: the step runs there (backend.h) */
 };
 
 static float *alloc_floats(size_t n)
@@ -163,6 +165,13 @@ strata_err st_runner_new(const strata_model *m, int max_tokens, int n_ctx_max, s
         st_runner_free(r);
         return st_error(err, STRATA_ERR_NOMEM, "out of memory for a %d-token batch", max_tokens);
     }
+    if (m->gpu != NULL) {
+        strata_err rc = st_cuda_runner_new(m, max_tokens, n_ctx_max, pool, &r->gpu, err);
+        if (rc != STRATA_OK) {
+            st_runner_free(r);
+            return rc;
+        }
+    }
     *out = r;
     return STRATA_OK;
 }
@@ -172,6 +181,7 @@ void st_runner_free(st_runner *r)
     if (r == NULL) {
         return;
     }
+    st_cuda_runner_free(r->gpu);
     st_aligned_free(r->x);
     st_aligned_free(r->xn);
     st_aligned_free(r->xq);
@@ -588,13 +598,19 @@ strata_err st_forward_batch(st_runner *r, const st_part_source *src, st_batch_se
     if (rc != STRATA_OK || n_rows == 0) {
         return rc;
     }
+    if (r->gpu != NULL) {
+        if ((rc = st_cuda_forward_batch(r->gpu, src, seqs, n_seqs, err)) != STRATA_OK) {
+            return rc;
+        }
+        goto done;
+    }
     /* stack rows: sequence, position, RoPE angles */
     int row = 0;
     for (int s = 0; s < n_seqs; s++) {
         for (int t = 0; t < seqs[s].n; t++, row++) {
             r->row_ctx[row] = seqs[s].ctx;
             r->row_pos[row] = seqs[s].ctx->n_past + t;
-            rope_cache(hp, r->model->rope_freqs, r->row_pos[row], r->rope + (size_t)row * hp->n_rot);
+            st_rope_cache(hp, r->model->rope_freqs, r->row_pos[row], r->rope + (size_t)row * hp->n_rot);
         }
     }
     st_part_view view;
@@ -626,6 +642,7 @@ strata_err st_forward_batch(st_runner *r, const st_part_source *src, st_batch_se
     if (rc != STRATA_OK) {
         return rc;
     }
+done:
     for (int s = 0; s < n_seqs; s++) {
         strata_ctx *ctx = seqs[s].ctx;
         memcpy(ctx->history + ctx->n_past, seqs[s].toks, (size_t)seqs[s].n * sizeof(strata_token));

@@ -27,6 +27,7 @@ struct strata_ctx {
      * when the context only takes part in a scheduler's batches */
     st_pool *pool;
     st_runner *runner;
+    void *kv_gpu;           /* CUDA models: the GPU allocation kv[] points into */
 };
 
 /* Run n tokens (n <= n_batch) at positions n_past.. and advance n_past.
@@ -44,5 +45,9 @@ strata_err st_ctx_new_kv(strata_model *model, int n_ctx, bool kv_f32, strata_ctx
 
 /* Size in bytes of one cached K or V row (kv_dim elements). */
 size_t st_kv_row_bytes(const strata_ctx *ctx);
+
+/* RoPE cos/sin pairs (n_rot floats) for one position: the CPU pass's cache,
+ * also uploaded by the GPU runner. */
+void st_rope_cache(const st_hparams *hp, const float *freq_factors, int pos, float *cache);
 
 #endif

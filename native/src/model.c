@@ -4,6 +4,8 @@
 
 #include "chat.h"
 #include "hf_import.h"
+#include "../cuda/backend.h"
+#include "store.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -355,6 +357,8 @@ void strata_model_params_default(strata_model_params *p)
     p->n_threads = 0;
     p->use_mmap = true;
     p->use_mlock = false;
+    p->backend = STRATA_BACKEND_AUTO;
+    p->vram_budget = 0;
 }
 
 static strata_err load_model(const char *path, const strata_model_params *params, bool meta_only,
@@ -444,7 +448,25 @@ fail:
 strata_err strata_model_load(const char *path, const strata_model_params *params, strata_model **out,
                              strata_error *err)
 {
-    return load_model(path, params, false, out, err);
+    /* a split store folder (store.h): its parts all resident, read once */
+    if (st_store_is_dir(path)) {
+        strata_stream_params sp;
+        strata_stream_params_default(&sp);
+        sp.memory_budget = UINT64_MAX;
+        return strata_model_load_streamed(path, params, &sp, out, err);
+    }
+    strata_err rc = load_model(path, params, false, out, err);
+    return rc == STRATA_OK ? st_model_init_backend(out, params, err) : rc;
+}
+
+strata_err st_model_init_backend(strata_model **m, const strata_model_params *params, strata_error *err)
+{
+    strata_err rc = st_backend_init(*m, params, err);
+    if (rc != STRATA_OK) {
+        strata_model_free(*m);
+        *m = NULL;
+    }
+    return rc;
 }
 
 /* Declared in store.h (split store): metadata, tokenizer, hparams only. */
@@ -459,6 +481,7 @@ void strata_model_free(strata_model *m)
     if (m == NULL) {
         return;
     }
+    st_backend_free(m);
     if (m->source_free != NULL) {
         m->source_free(m->source.user);
     }
@@ -500,4 +523,6 @@ void strata_model_get_info(const strata_model *m, strata_model_info *info)
     info->eos = st_tokenizer_eos(m->tok);
     info->eot = st_tokenizer_eot(m->tok);
     info->add_bos = st_tokenizer_add_bos_default(m->tok);
+    snprintf(info->backend, sizeof(info->backend), "%s", m->backend == STRATA_BACKEND_CUDA ? "cuda" : "cpu");
+    snprintf(info->device, sizeof(info->device), "%s", m->device_name);
 }

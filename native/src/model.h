@@ -124,11 +124,18 @@ struct strata_model {
     char name[128];
     st_part_source source;  /* resident by default; a streamer for streamed models */
     void (*source_free)(void *user); /* NULL, or frees source.user with the model (streamed) */
+    int backend;            /* STRATA_BACKEND_CPU or _CUDA (backend.h) */
+    struct st_cuda_model *gpu; /* GPU state when backend is CUDA, else NULL */
+    char device_name[128];
 };
 
 /* The resident source: views straight into the model's tensors. */
 void st_part_source_resident(strata_model *m, st_part_source *out);
 
 const st_tokenizer *st_model_tokenizer(const strata_model *m);
+
+/* After a load: choose the backend (cuda/backend.h). On failure frees *m
+ * and sets it to NULL. */
+strata_err st_model_init_backend(strata_model **m, const strata_model_params *params, strata_error *err);
 
 #endif

@@ -1,5 +1,5 @@
-/* Split store writer and reader (see store.h). */
-#include "store.h"
+/* Split store writer (see store.h; the reader is store_open.c). */
+#include "store_int.h"
 
 #include "gguf_write.h"
 
@@ -10,13 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
-#define STORE_FORMAT "strata-store"
-#define STORE_VERSION 1
-#define MANIFEST "manifest.json"
+#define LOCK_FILE ".split.lock"
+#define LOCK_WAIT_DEFAULT_MS (30 * 60 * 1000)
 
 /* ------------------------------------------------------------ checksum -- */
 
@@ -43,6 +44,23 @@ static uint64_t checksum_words(uint64_t h, const uint8_t *p, size_t n)
 uint64_t st_checksum(const void *data, size_t n)
 {
     return checksum_words(CHECKSUM_SEED, data, n) ^ (uint64_t)n;
+}
+
+void st_checksum_begin(st_checksum_state *c)
+{
+    c->h = CHECKSUM_SEED;
+    c->n = 0;
+}
+
+void st_checksum_update(st_checksum_state *c, const void *data, size_t n)
+{
+    c->h = checksum_words(c->h, data, n);
+    c->n += n;
+}
+
+uint64_t st_checksum_end(const st_checksum_state *c)
+{
+    return c->h ^ c->n;
 }
 
 strata_err st_checksum_file(const char *path, uint64_t *sum, uint64_t *size, strata_error *err)
@@ -127,6 +145,7 @@ void st_split_opts_default(st_split_opts *o)
     o->compression = ST_COMPRESS_NONE;
     o->avail_bytes = -1;
     o->fail_after_parts = -1;
+    o->lock_wait_ms = LOCK_WAIT_DEFAULT_MS;
 }
 
 static double bits_per_weight(st_type t)
@@ -136,7 +155,7 @@ static double bits_per_weight(st_type t)
 }
 
 /* Type a source tensor is stored as. */
-static st_type target_type(const gguf_tensor *t, st_compression c)
+st_type st_store_target_type(const gguf_tensor *t, st_compression c)
 {
     if (t->n_dims == 1 || (t->n_dims == 2 && t->ne[1] == 1)) {
         return ST_F32; /* vectors: F32, as the loader would convert them */
@@ -201,24 +220,6 @@ static strata_err fill_tensor(void *user, const char *name, void *dst, uint64_t 
 
 /* --------------------------------------------------------------- layout -- */
 
-/* Parts in write order: 0 meta, 1 embed, 2..L+1 blocks, L+2 head. */
-typedef struct {
-    char name[32];
-    const gguf_tensor **tensors;
-    size_t n, cap;
-    uint64_t est_bytes;
-} part_plan;
-
-typedef struct {
-    gguf_file *g;
-    int n_layers;
-    int n_plans;           /* n_layers + 3 */
-    part_plan *plans;
-    const gguf_tensor *tok_embd;
-    bool tied;             /* no output.weight: head gets a copy of token_embd */
-    st_compression c;
-} split_plan;
-
 static strata_err plan_add(part_plan *p, const gguf_tensor *t, strata_error *err)
 {
     if (p->n == p->cap) {
@@ -234,7 +235,7 @@ static strata_err plan_add(part_plan *p, const gguf_tensor *t, strata_error *err
     return STRATA_OK;
 }
 
-static void plan_free(split_plan *sp)
+void st_store_plan_free(split_plan *sp)
 {
     if (sp->plans != NULL) {
         for (int i = 0; i < sp->n_plans; i++) {
@@ -251,7 +252,7 @@ static uint64_t align_up(uint64_t v, uint64_t a)
     return (v + a - 1) / a * a;
 }
 
-static strata_err make_plan(const char *src, st_compression c, split_plan *sp, strata_error *err)
+strata_err st_store_make_plan(const char *src, st_compression c, split_plan *sp, strata_error *err)
 {
     memset(sp, 0, sizeof(*sp));
     sp->c = c;
@@ -262,19 +263,19 @@ static strata_err make_plan(const char *src, st_compression c, split_plan *sp, s
     char arch[64] = "", key[128];
     int64_t n_layers = 0;
     if (!gguf_get_str(sp->g, "general.architecture", arch, sizeof(arch))) {
-        plan_free(sp);
+        st_store_plan_free(sp);
         return st_error(err, STRATA_ERR_FORMAT, "%s: metadata 'general.architecture' is missing", src);
     }
     snprintf(key, sizeof(key), "%s.block_count", arch);
     if (!gguf_get_i64(sp->g, key, &n_layers) || n_layers <= 0 || n_layers > 1024) {
-        plan_free(sp);
+        st_store_plan_free(sp);
         return st_error(err, STRATA_ERR_FORMAT, "%s: metadata '%s' is missing or out of range", src, key);
     }
     sp->n_layers = (int)n_layers;
     sp->n_plans = sp->n_layers + 3;
     sp->plans = st_calloc((size_t)sp->n_plans, sizeof(part_plan));
     if (sp->plans == NULL) {
-        plan_free(sp);
+        st_store_plan_free(sp);
         return st_error(err, STRATA_ERR_NOMEM, "out of memory");
     }
     snprintf(sp->plans[0].name, sizeof(sp->plans[0].name), "meta");
@@ -299,19 +300,19 @@ static strata_err make_plan(const char *src, st_compression c, split_plan *sp, s
             char *end;
             long b = strtol(name + 4, &end, 10);
             if (end == name + 4 || *end != '.' || b < 0 || b >= sp->n_layers) {
-                plan_free(sp);
+                st_store_plan_free(sp);
                 return st_error(err, STRATA_ERR_FORMAT, "%s: tensor '%s' names no block of the %d in the model", src,
                                 name, (int)n_layers);
             }
             idx = 2 + (int)b;
         }
         if ((rc = plan_add(&sp->plans[idx], t, err)) != STRATA_OK) {
-            plan_free(sp);
+            st_store_plan_free(sp);
             return rc;
         }
     }
     if (sp->tok_embd == NULL) {
-        plan_free(sp);
+        st_store_plan_free(sp);
         return st_error(err, STRATA_ERR_FORMAT, "%s: model file is missing tensor 'token_embd.weight'", src);
     }
     sp->tied = !has_output;
@@ -320,11 +321,11 @@ static strata_err make_plan(const char *src, st_compression c, split_plan *sp, s
         part_plan *pl = &sp->plans[p];
         uint64_t b = 4096 + (p == 0 ? sp->g->data_offset : 0);
         for (size_t i = 0; i < pl->n; i++) {
-            b += align_up(tensor_bytes(pl->tensors[i], target_type(pl->tensors[i], c)), 32) + 128 +
+            b += align_up(tensor_bytes(pl->tensors[i], st_store_target_type(pl->tensors[i], c)), 32) + 128 +
                  pl->tensors[i]->name.len;
         }
         if (p == sp->n_plans - 1 && sp->tied) {
-            b += align_up(tensor_bytes(sp->tok_embd, target_type(sp->tok_embd, c)), 32) + 160;
+            b += align_up(tensor_bytes(sp->tok_embd, st_store_target_type(sp->tok_embd, c)), 32) + 160;
         }
         pl->est_bytes = b;
     }
@@ -334,7 +335,7 @@ static strata_err make_plan(const char *src, st_compression c, split_plan *sp, s
 strata_err st_store_estimate(const char *src, st_compression c, uint64_t *bytes, strata_error *err)
 {
     split_plan sp;
-    strata_err rc = make_plan(src, c, &sp, err);
+    strata_err rc = st_store_make_plan(src, c, &sp, err);
     if (rc != STRATA_OK) {
         return rc;
     }
@@ -342,7 +343,7 @@ strata_err st_store_estimate(const char *src, st_compression c, uint64_t *bytes,
     for (int p = 0; p < sp.n_plans; p++) {
         b += sp.plans[p].est_bytes;
     }
-    plan_free(&sp);
+    st_store_plan_free(&sp);
     *bytes = b;
     return STRATA_OK;
 }
@@ -360,7 +361,7 @@ static void summarize(const split_plan *sp, uint64_t *n_params, st_type *main_ty
             n *= (uint64_t)t->ne[d];
         }
         *n_params += n;
-        st_type tt = target_type(t, sp->c);
+        st_type tt = st_store_target_type(t, sp->c);
         if ((unsigned)tt < ST_TYPE_COUNT) {
             by_type[tt] += tensor_bytes(t, tt);
         }
@@ -417,12 +418,12 @@ static strata_err write_part(const split_plan *sp, int p, const char *path, stra
         char name[256];
         snprintf(name, sizeof(name), "%.*s", (int)ST_MIN(t->name.len, 255), t->name.ptr);
         jobs[i].t = t;
-        jobs[i].dst_type = target_type(t, sp->c);
+        jobs[i].dst_type = st_store_target_type(t, sp->c);
         rc = gguf_writer_add_tensor_fill(w, name, jobs[i].dst_type, t->n_dims, t->ne, fill_tensor, &jobs[i]);
     }
     if (rc == STRATA_OK && p == sp->n_plans - 1 && sp->tied) {
         jobs[pl->n].t = sp->tok_embd;
-        jobs[pl->n].dst_type = target_type(sp->tok_embd, sp->c);
+        jobs[pl->n].dst_type = st_store_target_type(sp->tok_embd, sp->c);
         rc = gguf_writer_add_tensor_fill(w, "output.weight", jobs[pl->n].dst_type, sp->tok_embd->n_dims,
                                          sp->tok_embd->ne, fill_tensor, &jobs[pl->n]);
     }
@@ -487,21 +488,6 @@ static void hex64(uint64_t v, char out[17])
     snprintf(out, 17, "%016" PRIx64, v);
 }
 
-static bool parse_hex64(const char *s, uint64_t *out)
-{
-    if (s == NULL || strlen(s) != 16) {
-        return false;
-    }
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 16);
-    if (errno != 0 || *end != '\0') {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 static strata_err write_manifest(const char *dir, const split_plan *sp, const char *src, uint64_t src_size,
                                  int64_t src_mtime_ns, const part_rec *recs, bool complete, strata_error *err)
 {
@@ -514,8 +500,8 @@ static strata_err write_manifest(const char *dir, const split_plan *sp, const ch
         json_decref(parts);
         return st_error(err, STRATA_ERR_NOMEM, "out of memory");
     }
-    json_object_set_new(root, "format", json_string(STORE_FORMAT));
-    json_object_set_new(root, "version", json_integer(STORE_VERSION));
+    json_object_set_new(root, "format", json_string(ST_STORE_FORMAT));
+    json_object_set_new(root, "version", json_integer(ST_STORE_VERSION));
     json_object_set_new(source, "path", json_string(src));
     json_object_set_new(source, "size", json_integer((json_int_t)src_size));
     json_object_set_new(source, "mtime_ns", json_integer((json_int_t)src_mtime_ns));
@@ -545,58 +531,10 @@ static strata_err write_manifest(const char *dir, const split_plan *sp, const ch
         return st_error(err, STRATA_ERR_NOMEM, "out of memory");
     }
     char path[4200];
-    snprintf(path, sizeof(path), "%s/%s", dir, MANIFEST);
+    snprintf(path, sizeof(path), "%s/%s", dir, ST_STORE_MANIFEST);
     strata_err rc = write_file_atomic(path, text, strlen(text), err);
     free(text);
     return rc;
-}
-
-/* Parses a manifest; fills what it can. Returns STRATA_FORMAT/IO with a
- * message for the reader; the writer just ignores a bad one. */
-static strata_err load_manifest(const char *dir, json_t **out, strata_error *err)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/%s", dir, MANIFEST);
-    *out = NULL;
-    if (access(path, F_OK) != 0) {
-        return st_error(err, STRATA_ERR_IO, "%s: no %s (not a Strata split store, or its split never started)", dir,
-                        MANIFEST);
-    }
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (root == NULL) {
-        return st_error(err, STRATA_ERR_FORMAT, "%s: line %d column %d: %s", path, jerr.line, jerr.column, jerr.text);
-    }
-    const char *fmt = json_string_value(json_object_get(root, "format"));
-    if (!json_is_object(root) || fmt == NULL || strcmp(fmt, STORE_FORMAT) != 0 ||
-        json_integer_value(json_object_get(root, "version")) != STORE_VERSION) {
-        json_decref(root);
-        return st_error(err, STRATA_ERR_FORMAT, "%s: not a version %d %s manifest", path, STORE_VERSION, STORE_FORMAT);
-    }
-    *out = root;
-    return STRATA_OK;
-}
-
-/* Looks up a part record by name in a parsed manifest. */
-static bool manifest_part(json_t *root, const char *name, uint64_t *bytes, uint64_t *checksum)
-{
-    json_t *parts = json_object_get(root, "parts");
-    size_t i;
-    json_t *o;
-    json_array_foreach(parts, i, o)
-    {
-        const char *n = json_string_value(json_object_get(o, "name"));
-        if (n != NULL && strcmp(n, name) == 0) {
-            json_t *b = json_object_get(o, "bytes");
-            if (!json_is_integer(b) || json_integer_value(b) < 0 ||
-                !parse_hex64(json_string_value(json_object_get(o, "checksum")), checksum)) {
-                return false;
-            }
-            *bytes = (uint64_t)json_integer_value(b);
-            return true;
-        }
-    }
-    return false;
 }
 
 /* ---------------------------------------------------------------- split -- */
@@ -622,6 +560,63 @@ static bool store_matches(json_t *root, uint64_t size, int64_t mtime_ns, st_comp
            json_integer_value(json_object_get(source, "mtime_ns")) == (json_int_t)mtime_ns;
 }
 
+/* Takes the store's split lock: flock(LOCK_EX) on <dir>/.split.lock, polled
+ * for at most wait_ms (the kernel drops it when its holder exits, so a
+ * crashed split never leaves it stuck). *fd is -1 when the folder is read
+ * only: nothing can be written then, and a complete store needs no lock. */
+static strata_err lock_store(const char *dir, int wait_ms, int *fd, bool *waited, strata_error *err)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", dir, LOCK_FILE);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0) {
+        if (errno == EROFS || errno == EACCES || errno == EPERM) {
+            return STRATA_OK;
+        }
+        return st_error(err, STRATA_ERR_IO, "cannot create the split lock %s: %s", path, strerror(errno));
+    }
+    const double t0 = st_now_ms();
+    for (;;) {
+        if (flock(*fd, LOCK_EX | LOCK_NB) == 0) {
+            break;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno != EWOULDBLOCK) {
+            int e = errno;
+            close(*fd);
+            *fd = -1;
+            return st_error(err, STRATA_ERR_IO, "cannot lock %s: %s", path, strerror(e));
+        }
+        *waited = true;
+        const double waited_ms = st_now_ms() - t0;
+        if (waited_ms >= (double)wait_ms) {
+            char holder[32] = "";
+            ssize_t n = pread(*fd, holder, sizeof(holder) - 1, 0);
+            holder[n > 0 ? n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            close(*fd);
+            *fd = -1;
+            return st_error(err, STRATA_ERR_LIMIT,
+                            "store %s is being split by another process%s%s%s; gave up waiting after %.1f s (retry "
+                            "later)",
+                            dir, holder[0] ? " (pid " : "", holder, holder[0] ? ")" : "", waited_ms / 1000.0);
+        }
+        const struct timespec nap = {0, 20 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    /* the holder's pid, for the message of a process that gives up waiting */
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(*fd, 0) != 0 || pwrite(*fd, pid, (size_t)n, 0) != n) {
+        /* informational only */
+    }
+    return STRATA_OK;
+}
+
+static strata_err split_locked(const char *src, const char *store_dir, st_split_opts *opts, strata_error *err);
+
 strata_err st_store_split(const char *src, const char *store_dir, st_split_opts *opts, strata_error *err)
 {
     st_split_opts defaults;
@@ -634,12 +629,28 @@ strata_err st_store_split(const char *src, const char *store_dir, st_split_opts 
     }
     opts->n_parts_written = 0;
     opts->n_parts_kept = 0;
+    opts->waited = false;
     strata_err rc = ensure_dir(store_dir, err);
     if (rc != STRATA_OK) {
         return rc;
     }
+    int fd;
+    if ((rc = lock_store(store_dir, ST_MAX(opts->lock_wait_ms, 0), &fd, &opts->waited, err)) != STRATA_OK) {
+        return rc;
+    }
+    rc = split_locked(src, store_dir, opts, err);
+    if (fd >= 0) {
+        close(fd); /* releases the lock; the file stays (unlinking it would race with a waiter) */
+    }
+    return rc;
+}
+
+/* st_store_split with the lock held. */
+static strata_err split_locked(const char *src, const char *store_dir, st_split_opts *opts, strata_error *err)
+{
+    strata_err rc;
     json_t *old = NULL;
-    load_manifest(store_dir, &old, NULL);
+    st_store_load_manifest(store_dir, &old, NULL);
     struct stat sst;
     if (stat(src, &sst) != 0) {
         /* the original may have been deleted after a complete split */
@@ -666,14 +677,14 @@ strata_err st_store_split(const char *src, const char *store_dir, st_split_opts 
     }
 
     split_plan sp;
-    if ((rc = make_plan(src, opts->compression, &sp, err)) != STRATA_OK) {
+    if ((rc = st_store_make_plan(src, opts->compression, &sp, err)) != STRATA_OK) {
         json_decref(old);
         return rc;
     }
     part_rec *recs = st_calloc((size_t)sp.n_plans, sizeof(part_rec));
     if (recs == NULL) {
         json_decref(old);
-        plan_free(&sp);
+        st_store_plan_free(&sp);
         return st_error(err, STRATA_ERR_NOMEM, "out of memory");
     }
     /* parts of an interrupted split of the same source that still check out */
@@ -682,7 +693,7 @@ strata_err st_store_split(const char *src, const char *store_dir, st_split_opts 
         char path[4200];
         uint64_t bytes, sum, fsum, fsize;
         snprintf(path, sizeof(path), "%s/%s.gguf", store_dir, sp.plans[p].name);
-        if (same && manifest_part(old, sp.plans[p].name, &bytes, &sum) &&
+        if (same && st_store_manifest_part(old, sp.plans[p].name, &bytes, &sum) &&
             st_checksum_file(path, &fsum, &fsize, NULL) == STRATA_OK && fsum == sum && fsize == bytes) {
             recs[p] = (part_rec){.present = true, .bytes = bytes, .checksum = sum};
             opts->n_parts_kept++;
@@ -748,226 +759,13 @@ strata_err st_store_split(const char *src, const char *store_dir, st_split_opts 
         close(dfd);
     }
     if (opts->delete_original) {
-        plan_free(&sp); /* unmaps the source first */
+        st_store_plan_free(&sp); /* unmaps the source first */
         if (unlink(src) != 0) {
             rc = st_error(err, STRATA_ERR_IO, "store complete, but deleting %s failed: %s", src, strerror(errno));
         }
     }
 done:
     free(recs);
-    plan_free(&sp);
+    st_store_plan_free(&sp);
     return rc;
-}
-
-/* --------------------------------------------------------------- reader -- */
-
-static strata_err open_part(const st_store *s, json_t *root, const char *name, st_store_part *out,
-                            const char *mpath, strata_error *err)
-{
-    memset(out, 0, sizeof(*out));
-    snprintf(out->name, sizeof(out->name), "%s", name);
-    if (!manifest_part(root, name, &out->bytes, &out->checksum)) {
-        return st_error(err, STRATA_ERR_FORMAT, "%s: part '%s' is missing or malformed", mpath, name);
-    }
-    snprintf(out->path, sizeof(out->path), "%s/%.31s.gguf", s->dir, name);
-    out->has_checksum = true;
-    struct stat st;
-    if (stat(out->path, &st) != 0) {
-        return st_error(err, STRATA_ERR_IO, "store part file %s is missing: %s", out->path, strerror(errno));
-    }
-    if ((uint64_t)st.st_size != out->bytes) {
-        return st_error(err, STRATA_ERR_FORMAT, "store part file %s has %lld bytes, the manifest says %llu",
-                        out->path, (long long)st.st_size, (unsigned long long)out->bytes);
-    }
-    return STRATA_OK;
-}
-
-strata_err st_store_open(const char *store_dir, st_store **out, strata_error *err)
-{
-    if (store_dir == NULL || out == NULL) {
-        return st_error(err, STRATA_ERR_ARG, "store path and output must not be NULL");
-    }
-    *out = NULL;
-    if (strlen(store_dir) >= sizeof(((st_store *)0)->dir)) {
-        return st_error(err, STRATA_ERR_ARG, "store path is too long (%zu bytes)", strlen(store_dir));
-    }
-    json_t *root;
-    strata_err rc = load_manifest(store_dir, &root, err);
-    if (rc != STRATA_OK) {
-        return rc;
-    }
-    char mpath[4200];
-    snprintf(mpath, sizeof(mpath), "%s/%s", store_dir, MANIFEST);
-    st_store *s = st_calloc(1, sizeof(*s));
-    if (s == NULL) {
-        json_decref(root);
-        return st_error(err, STRATA_ERR_NOMEM, "out of memory");
-    }
-    snprintf(s->dir, sizeof(s->dir), "%s", store_dir);
-    json_t *nl = json_object_get(root, "n_layers");
-    if (!json_is_true(json_object_get(root, "complete"))) {
-        rc = st_error(err, STRATA_ERR_FORMAT,
-                      "store %s is incomplete (its split was interrupted): split the model again to finish it",
-                      store_dir);
-        goto fail;
-    }
-    if (!st_compression_parse(json_string_value(json_object_get(root, "compression")), &s->compression) ||
-        !json_is_integer(nl) || json_integer_value(nl) <= 0 || json_integer_value(nl) > 1024) {
-        rc = st_error(err, STRATA_ERR_FORMAT, "%s: bad compression or n_layers", mpath);
-        goto fail;
-    }
-    s->n_layers = (int)json_integer_value(nl);
-    s->n_parts = s->n_layers + 2;
-    s->parts = st_calloc((size_t)s->n_parts, sizeof(st_store_part));
-    if (s->parts == NULL) {
-        rc = st_error(err, STRATA_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    if ((rc = open_part(s, root, "meta", &s->meta, mpath, err)) != STRATA_OK) {
-        goto fail;
-    }
-    for (int i = 0; i < s->n_parts; i++) {
-        char name[32];
-        if (i == 0) {
-            snprintf(name, sizeof(name), "embed");
-        } else if (i == s->n_parts - 1) {
-            snprintf(name, sizeof(name), "head");
-        } else {
-            snprintf(name, sizeof(name), "blk.%d", i - 1);
-        }
-        if ((rc = open_part(s, root, name, &s->parts[i], mpath, err)) != STRATA_OK) {
-            goto fail;
-        }
-    }
-    uint64_t sum;
-    if ((rc = st_checksum_file(s->meta.path, &sum, NULL, err)) != STRATA_OK) {
-        goto fail;
-    }
-    if (sum != s->meta.checksum) {
-        rc = st_error(err, STRATA_ERR_FORMAT, "store part %s is corrupt: checksum mismatch", s->meta.path);
-        goto fail;
-    }
-    json_decref(root);
-    *out = s;
-    return STRATA_OK;
-fail:
-    json_decref(root);
-    st_store_close(s);
-    return rc;
-}
-
-void st_store_close(st_store *s)
-{
-    if (s == NULL) {
-        return;
-    }
-    free(s->parts);
-    free(s);
-}
-
-int st_store_part_index(const st_store *s, int part)
-{
-    if (part < ST_PART_EMBED || part > ST_PART_HEAD(s->n_layers)) {
-        return -1;
-    }
-    return part + 1;
-}
-
-strata_err st_store_verify(const st_store *s, strata_error *err)
-{
-    for (int i = 0; i < s->n_parts; i++) {
-        uint64_t sum, size;
-        strata_err rc = st_checksum_file(s->parts[i].path, &sum, &size, err);
-        if (rc != STRATA_OK) {
-            return rc;
-        }
-        if (sum != s->parts[i].checksum || size != s->parts[i].bytes) {
-            return st_error(err, STRATA_ERR_FORMAT, "store part %s is corrupt: checksum mismatch", s->parts[i].path);
-        }
-    }
-    return STRATA_OK;
-}
-
-/* ------------------------------------------------------------- in place -- */
-
-strata_err st_store_open_gguf(const char *path, st_store **out, strata_error *err)
-{
-    *out = NULL;
-    if (strlen(path) >= sizeof(((st_store *)0)->dir)) {
-        return st_error(err, STRATA_ERR_ARG, "model path is too long");
-    }
-    split_plan sp;
-    strata_err rc = make_plan(path, ST_COMPRESS_NONE, &sp, err);
-    if (rc != STRATA_OK) {
-        return rc;
-    }
-    st_store *s = st_calloc(1, sizeof(*s));
-    if (s == NULL) {
-        plan_free(&sp);
-        return st_error(err, STRATA_ERR_NOMEM, "out of memory");
-    }
-    snprintf(s->dir, sizeof(s->dir), "%s", path);
-    s->in_place = true;
-    s->n_layers = sp.n_layers;
-    s->n_parts = sp.n_layers + 2;
-    s->parts = st_calloc((size_t)s->n_parts, sizeof(st_store_part));
-    if (s->parts == NULL) {
-        rc = st_error(err, STRATA_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if (sp.tied) {
-        rc = st_error(err, STRATA_ERR_UNSUPPORTED,
-                      "%s ties its output to the embeddings: it cannot stream in place (split it instead)", path);
-        goto done;
-    }
-    snprintf(s->meta.name, sizeof(s->meta.name), "meta");
-    snprintf(s->meta.path, sizeof(s->meta.path), "%s", path);
-    for (int i = 0; i < s->n_parts; i++) {
-        const part_plan *pl = &sp.plans[i + 1];
-        st_store_part *p = &s->parts[i];
-        snprintf(p->name, sizeof(p->name), "%s", pl->name);
-        snprintf(p->path, sizeof(p->path), "%s", path);
-        if (pl->n == 0) {
-            rc = st_error(err, STRATA_ERR_FORMAT, "%s: part %s has no tensors", path, pl->name);
-            goto done;
-        }
-        uint64_t lo = UINT64_MAX, hi = 0;
-        for (size_t k = 0; k < pl->n; k++) {
-            const gguf_tensor *t = pl->tensors[k];
-            if (target_type(t, ST_COMPRESS_NONE) != t->type) {
-                rc = st_error(err, STRATA_ERR_UNSUPPORTED,
-                              "%s: tensor '%.*s' is a %s vector (F32 needed to stream in place; split instead)", path,
-                              (int)t->name.len, t->name.ptr, st_type_name(t->type));
-                goto done;
-            }
-            lo = ST_MIN(lo, sp.g->data_offset + t->offset);
-            hi = ST_MAX(hi, sp.g->data_offset + t->offset + t->nbytes);
-        }
-        /* no tensor of another part inside the range */
-        for (uint64_t k = 0; k < sp.g->n_tensors; k++) {
-            const gguf_tensor *t = &sp.g->tensors[k];
-            uint64_t a = sp.g->data_offset + t->offset;
-            bool mine = false;
-            for (size_t j = 0; j < pl->n && !mine; j++) {
-                mine = pl->tensors[j] == t;
-            }
-            if (!mine && a < hi && a + t->nbytes > lo) {
-                rc = st_error(err, STRATA_ERR_UNSUPPORTED,
-                              "%s: the tensors of %s are not contiguous ('%.*s' lies between them): split it instead",
-                              path, pl->name, (int)t->name.len, t->name.ptr);
-                goto done;
-            }
-        }
-        p->offset = lo;
-        p->bytes = hi - lo;
-        p->has_checksum = false;
-    }
-done:
-    plan_free(&sp);
-    if (rc != STRATA_OK) {
-        st_store_close(s);
-        return rc;
-    }
-    *out = s;
-    return STRATA_OK;
 }

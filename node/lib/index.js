@@ -378,6 +378,10 @@ const LOAD_OPTIONS = {
   storePath: 'string',
   deleteOriginal: 'boolean',
   inPlace: 'boolean',
+  // compute backend: 'auto' (CUDA when built with it and a GPU is there),
+  // 'cpu', 'cuda'; vramBudget: bytes of weights kept on the GPU (0: all that fit)
+  backend: 'string',
+  vramBudget: 'number',
 };
 
 /**
@@ -392,6 +396,12 @@ const LOAD_OPTIONS = {
  * (stream with the defaults), inPlace: true (stream the GGUF itself, no
  * store; needs per-layer contiguous tensors and an untied output). The path
  * may also be a store folder.
+ * Compute backend: backend 'auto' (default: CUDA when the addon was built
+ * with it and a GPU + driver are present, else the CPU), 'cpu' or 'cuda'
+ * (STRATA_ERR_UNSUPPORTED without one); vramBudget: bytes of weights kept on
+ * the GPU, the rest streamed each step (0: all that fit). The environment
+ * variable STRATA_BACKEND overrides backend; info.backend / info.device say
+ * what runs.
  */
 async function loadModel(modelPath, options) {
   if (typeof modelPath !== 'string' || modelPath.length === 0) {
@@ -408,6 +418,9 @@ async function loadModel(modelPath, options) {
     }
   }
   const b = binding();
+  if (o.backend !== undefined && o.backend !== null && !['auto', 'cpu', 'cuda'].includes(o.backend)) {
+    throw typeError(`loadModel: option 'backend' must be 'auto', 'cpu' or 'cuda' (got ${o.backend})`);
+  }
   if (o.compression !== undefined && o.compression !== null && !['none', '8bit', '4bit'].includes(o.compression)) {
     throw typeError(`loadModel: option 'compression' must be 'none', '8bit' or '4bit' (got ${o.compression})`);
   }
@@ -415,6 +428,8 @@ async function loadModel(modelPath, options) {
     threads: o.threads,
     mmap: o.mmap,
     mlock: o.mlock,
+    backend: o.backend,
+    vramBudget: o.vramBudget,
   };
   for (const k of ['streaming', 'memoryBudget', 'prefetch', 'compression', 'storePath', 'deleteOriginal', 'inPlace']) {
     if (o[k] !== undefined && o[k] !== null) {
