@@ -90,6 +90,9 @@ typedef struct strata_model_info {
     char device[128];     /* the GPU's name with "cuda", else "" */
 } strata_model_info;
 
+/* path: a GGUF file; a Hugging Face folder (config.json), converted once to a
+ * GGUF beside it; or a split store folder (manifest.json), loaded with every
+ * part resident (strata_model_load_streamed picks a memory budget). */
 strata_err strata_model_load(const char *path, const strata_model_params *params,
                              strata_model **out, strata_error *err);
 void strata_model_free(strata_model *model);
