@@ -7,6 +7,11 @@
 //
 //   node bench/batching.mjs [--model PATH] [--n 100] [--scale] [--threads 2]
 //                           [--max-batch 32] [--modes resident,streamed]
+//                           [--prefix instructions|short] [--generate N]
+//
+// Both schedules run on the same worker with the same prefix cache. Per
+// request the table also shows the prompt tokens the worker really computed
+// (prompt minus the reused prefix): the compute that batching cannot save.
 //
 // Weight bytes per request: resident, every batched step reads every weight
 // once from RAM (steps x weight bytes / requests, from the worker's stats);
@@ -30,6 +35,9 @@ const N = Number(opt('n', 100));
 const THREADS = opt('threads', '2');
 const MAX_BATCH = opt('max-batch', '32');
 const SCALE = args.includes('--scale');
+// --generate N: instead of scoring, each request generates N tokens (greedy):
+// decode-heavy work, one token per sequence per step
+const GEN = Number(opt('generate', 0));
 const MODES = opt('modes', 'resident,streamed').split(',');
 const WORKER = process.env.STRATA_WORKER_BIN || path.join(ROOT, 'native/build/strata-worker');
 const MODEL = opt('model', null) ?? ensureModel({ arch: 'llama', type: 'Q8_0', dim: 512, layers: 8, heads: 8,
@@ -42,15 +50,29 @@ const LEVELS = ['beginner', 'intermediate', 'advanced'];
 function user(i) {
   const s = (k) => SKILLS[(i * 7 + k * 5) % SKILLS.length];
   const l = (k) => LEVELS[(i + k) % LEVELS.length];
-  return `offers ${s(0)} (${l(0)}) and ${s(1)} (${l(1)}); wants ${s(2)} (${l(2)})`;
+  // the member number keeps all 100 pairs distinct (the skills alone repeat every 24 pairs,
+  // and a batch holding a duplicate prompt would copy it whole: an unfair gain)
+  return `#${1000 + i} offers ${s(0)} (${l(0)}) and ${s(1)} (${l(1)}); wants ${s(2)} (${l(2)})`;
 }
+
+// The shape of the product's Match Score prompt (node/nodes/Strata/operations.ts):
+// fixed instructions, two profiles, a question. The instructions are the
+// same for every request: the prefix cache computes them once (one at a
+// time: from the idle context of the previous request; batched: the first
+// admitted request computes them, the others wait a step and copy its KV).
+const INSTRUCTIONS = 'You judge how well two people fit for a skill exchange on SkillSwap: each should be able to ' +
+  'teach the other something they want to learn, at a level that helps, and their free time should overlap. ' +
+  'A pair where only one side gains is not a good match. Read both profiles, then answer the question with one word.';
+const PREFIX = opt('prefix', 'instructions'); // instructions | short (the old one-line prefix)
 
 function prompt(i) {
   const question = SCALE ? 'Rate how well they match from 0 to 10. Rating:' : 'Are they a good match? Answer:';
-  return `SkillSwap matches people who teach each other skills.\nUser A ${user(2 * i)}.\nUser B ${user(2 * i + 1)}.\n` +
-    question;
+  const head = PREFIX === 'short' ? 'SkillSwap matches people who teach each other skills.' : INSTRUCTIONS;
+  return `${head}\nUser A ${user(2 * i)}.\nUser B ${user(2 * i + 1)}.\n${question}`;
 }
 const OPTIONS = SCALE ? Array.from({ length: 11 }, (_, k) => ` ${k}`) : [' yes', ' no'];
+
+const fmtBytes = (b) => (Number.isNaN(b) ? 'n/a' : b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`);
 
 function procRead(pid) {
   try {
@@ -67,7 +89,9 @@ function start(mode, extra) {
   const url = `ipc://${sock}`;
   return new Promise((resolve, reject) => {
     const p = spawn(WORKER, ['--model', MODEL, '--listen', url, '--threads', THREADS, '--max-batch', MAX_BATCH,
-      '--max-queue', String(Math.max(N, 64)), '--ctx', '512', '--step-tokens', '512', ...extra],
+      '--max-queue', String(Math.max(N, 64)), '--ctx', '512', '--step-tokens', '512', '--timeout-ms', '3600000',
+      // one at a time keeps as many finished KV caches for prefix reuse as a batch has running
+      '--prefix-slots', MAX_BATCH, ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     p.stderr.on('data', (d) => {
@@ -90,7 +114,10 @@ async function run(mode) {
   }
   const c = connectWorker(w.url, { timeoutMs: 3600000 });
   const info = (await c.health()).model;
-  await c.score(prompt(0), OPTIONS); // warm up (and split/open the store)
+  const one = (i) => (GEN > 0
+    ? c.generate(prompt(i), { maxTokens: GEN, temperature: 0, repeatPenalty: 1 }).then((r) => ({ ...r, best: null }))
+    : c.score(prompt(i), OPTIONS));
+  await one(0); // warm up (and split/open the store)
   const rows = [];
   for (const schedule of ['one at a time', 'batched']) {
     const s0 = await c.stats();
@@ -98,9 +125,9 @@ async function run(mode) {
     const t0 = performance.now();
     const results = [];
     if (schedule === 'one at a time') {
-      for (let i = 0; i < N; i++) results.push(await c.score(prompt(i), OPTIONS));
+      for (let i = 0; i < N; i++) results.push(await one(i));
     } else {
-      results.push(...(await Promise.all(Array.from({ length: N }, (_, i) => c.score(prompt(i), OPTIONS)))));
+      results.push(...(await Promise.all(Array.from({ length: N }, (_, i) => one(i)))));
     }
     const ms = performance.now() - t0;
     const s1 = await c.stats();
@@ -112,6 +139,10 @@ async function run(mode) {
     rows.push({
       mode,
       schedule,
+      promptTokens: results.reduce((a, r) => a + r.promptTokens, 0) / N,
+      genTokens: results.reduce((a, r) => a + (r.genTokens ?? 0), 0) / N,
+      computedPerReq: (s1.tokens - s0.tokens) / N,
+      reusedPerReq: (s1.prefix_tokens - s0.prefix_tokens) / N,
       rps: (N * 1000) / ms,
       ms,
       steps,
@@ -120,6 +151,10 @@ async function run(mode) {
       diskPerReq: io0 !== null && io1 !== null ? (io1.readBytes - io0.readBytes) / N : NaN,
       yes: results.filter((r) => r.best === OPTIONS[0]).length,
     });
+    const last = rows[rows.length - 1];
+    console.error(`[${new Date().toISOString()}] ${mode} ${schedule}: ${last.rps.toFixed(3)} req/s, ` +
+      `${last.computedPerReq.toFixed(1)} tokens computed/req, ${fmtBytes(last.bytesPerReq)} weights/req, ` +
+      `${fmtBytes(last.diskPerReq)} disk/req`);
   }
   await c.close();
   await new Promise((resolve) => {
@@ -129,22 +164,25 @@ async function run(mode) {
   return rows;
 }
 
-const fmtBytes = (b) => (Number.isNaN(b) ? 'n/a' : b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : `${(b / 1e3).toFixed(1)} kB`);
 
 const info = { model: path.basename(MODEL), bytes: fs.statSync(MODEL).size };
 const all = [];
 for (const m of MODES) all.push(...(await run(m)));
-console.log(`\n${N} SkillSwap compatibility scorings (${SCALE ? '0-10 scale, 11 options' : '" yes"/" no"'}), ` +
+const what = GEN > 0 ? `generations of up to ${GEN} tokens (mean ${all.find((r) => !r.error)?.genTokens.toFixed(1)})`
+  : `compatibility scorings (${SCALE ? '0-10 scale, 11 options' : '" yes"/" no"'})`;
+console.log(`\n${N} SkillSwap ${what}, ` +
   `model ${info.model} (${fmtBytes(info.bytes)}), ${THREADS} threads, max batch ${MAX_BATCH}, ${os.cpus()[0].model}\n`);
-console.log('| weights | schedule | requests/s | total s | steps | seqs/step | weight bytes read / request | disk bytes / request |');
-console.log('|---|---|---:|---:|---:|---:|---:|---:|');
+console.log('| weights | schedule | requests/s | total s | steps | seqs/step | prompt tokens / req | computed / req | ' +
+  'weight bytes read / request | disk bytes / request |');
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of all) {
   if (r.error) {
-    console.log(`| ${r.mode} | - | n/a: ${r.error} | | | | | |`);
+    console.log(`| ${r.mode} | - | n/a: ${r.error} | | | | | | | |`);
     continue;
   }
   console.log(`| ${r.mode} | ${r.schedule} | ${r.rps.toFixed(2)} | ${(r.ms / 1000).toFixed(2)} | ${r.steps} | ` +
-    `${r.seqsPerStep.toFixed(1)} | ${fmtBytes(r.bytesPerReq)} | ${fmtBytes(r.diskPerReq)} |`);
+    `${r.seqsPerStep.toFixed(1)} | ${r.promptTokens.toFixed(1)} | ${r.computedPerReq.toFixed(1)} | ` +
+    `${fmtBytes(r.bytesPerReq)} | ${fmtBytes(r.diskPerReq)} |`);
 }
 for (const m of MODES) {
   const one = all.find((r) => r.mode === m && r.schedule === 'one at a time');
@@ -152,5 +190,20 @@ for (const m of MODES) {
   if (one && bat && !one.error) {
     console.log(`\n${m}: batching speed-up ${(bat.rps / one.rps).toFixed(1)}x, weight bytes per request ` +
       `${(one.bytesPerReq / bat.bytesPerReq).toFixed(1)}x fewer`);
+  }
+}
+
+// The bound: the tokens computed per request are the same in both schedules
+// (same prefix cache), so batching saves weight reads only. With weights
+// resident and batched, a request costs its compute alone; no schedule of
+// the streamed run can beat that rate.
+const resBat = all.find((r) => r.mode === 'resident' && r.schedule === 'batched' && !r.error);
+for (const m of MODES) {
+  const one = all.find((r) => r.mode === m && r.schedule === 'one at a time' && !r.error);
+  if (one && resBat) {
+    const tOne = 1000 / one.rps;
+    const tCompute = 1000 / resBat.rps;
+    console.log(`${m}: one at a time ${tOne.toFixed(1)} ms/request, of which compute >= ${tCompute.toFixed(1)} ms ` +
+      `(resident batched rate): batching can gain at most ${(tOne / tCompute).toFixed(1)}x here`);
   }
 }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
 import { ensureModel, ROOT, STORIES260K } from './helpers/models.mjs';
 import { WORKER, freePort, startWorker as spawnWorker } from './helpers/worker.mjs';
 
@@ -342,3 +343,169 @@ for (const [name, model] of [
     t.equal(await stopWorker(w), 0);
   });
 }
+
+t.test('every model request can be cancelled: AbortSignal, cancel(rid), disconnect, client timeout', async (t) => {
+  const port = await freePort();
+  const url = `tcp://127.0.0.1:${port}`;
+  // one request runs at a time, two may be in flight: a request the worker
+  // did not drop would block the next one with STRATA_ERR_BUSY
+  const w = await startWorker(['--model', STORIES260K, '--listen', url, '--ctx', '2048', '--max-new-tokens', '2000',
+    '--max-batch', '1', '--max-queue', '2']);
+  const c = connectWorker(url, { timeoutMs: 30000 });
+  t.teardown(() => c.close());
+  const LONG = { ...GREEDY, maxTokens: 2000 };
+  const idle = async (what) => {
+    let s;
+    for (let i = 0; i < 100; i++) {
+      s = await c.stats();
+      if (s.in_flight === 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    t.equal(s.in_flight, 0, `${what}: the worker dropped the work`);
+    return s;
+  };
+
+  // plain generate (no onToken) with an AbortSignal
+  let ac = new AbortController();
+  setTimeout(() => ac.abort(), 150);
+  let t0 = Date.now();
+  const g = await c.generate('Once upon a time', { ...LONG, signal: ac.signal });
+  t.equal(g.stopReason, 'cancelled', 'plain generate: cancelled');
+  t.ok(g.genTokens < 2000 && g.text.length > 0, `partial text kept (${g.genTokens} tokens)`);
+  t.ok(Date.now() - t0 < 1500, 'stopped soon after the abort');
+  await idle('AbortSignal');
+
+  // chat: cancel by the rid the worker gave at submit, from another client
+  const other = connectWorker(url, { timeoutMs: 5000 });
+  t.teardown(() => other.close());
+  let rid = null;
+  const chat = c.chat([{ role: 'user', content: 'Tell me a story' }], { ...LONG, onRequestId: (r) => { rid = r; } });
+  while (rid === null) await new Promise((r) => setTimeout(r, 10));
+  t.ok(Number.isInteger(rid) && rid > 0, `rid at submit: ${rid}`);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(await other.cancel(rid), true, 'cancel by rid: found');
+  t.equal((await chat).stopReason, 'cancelled', 'chat: cancelled by rid');
+  await idle('cancel(rid)');
+
+  // score and embed queued behind a long generation: aborting them rejects
+  const running = c.generate('Once upon a time', { ...LONG, signal: (ac = new AbortController()).signal });
+  await new Promise((r) => setTimeout(r, 50));
+  const sc = new AbortController();
+  const scored = c.score('Once upon a time, there was a', [' little', ' big'], { signal: sc.signal })
+    .then(() => 'resolved', (e) => e.code);
+  await new Promise((r) => setTimeout(r, 50));
+  sc.abort();
+  t.equal(await scored, 'STRATA_ERR_CANCELLED', 'queued score: cancelled');
+  ac.abort();
+  t.equal((await running).stopReason, 'cancelled');
+  t.equal(await rejects(c.score('x', [' y'], { signal: AbortSignal.abort() }), 'STRATA_ERR_CANCELLED'), true,
+    'score with an aborted signal: not even sent');
+  const s1 = await c.score('Once upon a time, there was a', [' little', ' big'], { signal: new AbortController().signal });
+  t.equal(s1.best, ' little', 'the async form gives the plain result');
+  await idle('score');
+
+  // a client that disconnects mid-request: the worker cancels its work
+  const before = await c.stats();
+  const b = binding();
+  const h = b.workerConnect(url);
+  const lost = b.workerRequest(h, JSON.stringify({ v: 1, op: 'generate', prompt: 'Once upon a time', max_tokens: 2000,
+    temperature: 0 }), 30000).then(() => 'resolved', (e) => e.code);
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal((await c.stats()).in_flight, 1, 'the raw request runs');
+  t0 = Date.now();
+  b.workerClose(h);
+  t.ok(['STRATA_ERR_CLOSED', 'STRATA_ERR_WORKER_LOST'].includes(await lost), 'the closed client failed its request');
+  const after = await idle('disconnect');
+  t.ok(Date.now() - t0 < 1500, 'the slot freed at once');
+  t.equal(after.cancelled_disconnected - before.cancelled_disconnected, 1, 'counted as cancelled by a disconnect');
+
+  // a client whose timeout passes: the worker drops the request at the same time
+  const impatient = connectWorker(url, { timeoutMs: 300 });
+  t0 = Date.now();
+  const late = await impatient.generate('Once upon a time', LONG).then(() => 'resolved', (e) => e.code);
+  t.ok(['STRATA_ERR_TIMEOUT'].includes(late), `client timeout: ${late}`);
+  await idle('client timeout');
+  t.ok(Date.now() - t0 < 2000, 'dropped by the worker within its deadline');
+  await impatient.close();
+
+  // both slots are free: two requests in flight are accepted
+  const two = await Promise.all([c.generate('One day', { ...GREEDY, maxTokens: 3 }),
+    c.generate('Mom said', { ...GREEDY, maxTokens: 3 })]);
+  t.same(two.map((x) => x.genTokens), [3, 3], 'no stale request holds a slot');
+  t.equal(await stopWorker(w), 0);
+});
+
+t.test('tls+tcp:// with a self-signed CA, server and client certificates (openssl at test time)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-tls-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const f = (n) => path.join(dir, n);
+  const ssl = (...a) => execFileSync('openssl', a, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ca = (name) => ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=${name}`);
+  const leaf = (name, issuer, ext) => {
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`,
+      '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    fs.writeFileSync(f(`${name}.ext`), ext);
+    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${issuer}.pem`, '-CAkey', `${issuer}.key`, '-CAcreateserial',
+      '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`);
+  };
+  ca('ca');
+  ca('other-ca');
+  leaf('server', 'ca', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  leaf('client', 'ca', 'extendedKeyUsage=clientAuth\n');
+  const pem = (n) => fs.readFileSync(f(n), 'utf8');
+
+  const port = await freePort();
+  const url = `tls+tcp://127.0.0.1:${port}`;
+  const w = await startWorker(['--model', STORIES260K, '--listen', url, '--tls-cert', f('server.pem'),
+    '--tls-key', f('server.key')]);
+  const c = connectWorker(url, { timeoutMs: 10000, tls: { ca: pem('ca.pem') } });
+  t.teardown(() => c.close());
+  t.equal((await c.health()).status, 'ok', 'health over TLS (by address: the CA signature is checked)');
+  const named = connectWorker(url, { timeoutMs: 10000, tls: { ca: pem('ca.pem'), serverName: 'localhost' } });
+  t.equal((await named.health()).status, 'ok', 'with serverName: the DNS name in the certificate is checked too');
+  await named.close();
+  const g = await c.generate('Once upon a time', { ...GREEDY, maxTokens: 8 });
+  t.equal(g.genTokens, 8, 'generate over TLS');
+
+  t.throws(() => connectWorker(url, { tls: {} }), { code: 'STRATA_ERR_ARG', message: /needs the TLS option 'ca'/ },
+    'no CA: refused before dialing');
+  t.throws(() => connectWorker(`tcp://127.0.0.1:${port}`, { tls: { ca: pem('ca.pem') } }), /need a tls\+tcp/);
+  t.throws(() => connectWorker(url, { tls: { ca: 'not a pem' } }), { code: 'STRATA_ERR_ARG' }, 'a bad CA PEM');
+  const wrong = connectWorker(url, { timeoutMs: 1500, tls: { ca: pem('other-ca.pem') } });
+  t.equal(await rejects(wrong.health(), 'STRATA_ERR_TIMEOUT'), true, 'a worker certificate from another CA: no connection');
+  await wrong.close();
+  const byName = connectWorker(url, { timeoutMs: 1500, tls: { ca: pem('ca.pem'), serverName: 'elsewhere.example' } });
+  t.equal(await rejects(byName.health(), 'STRATA_ERR_TIMEOUT'), true, 'a name the certificate does not carry: refused');
+  await byName.close();
+  const plain = connectWorker(`tcp://127.0.0.1:${port}`, { timeoutMs: 1500 });
+  t.equal(await rejects(plain.health(), 'STRATA_ERR_TIMEOUT'), true, 'plain tcp to the TLS port: no answer');
+  await plain.close();
+  t.equal(await stopWorker(w), 0);
+
+  // client certificates required (--tls-ca)
+  const port2 = await freePort();
+  const url2 = `tls+tcp://127.0.0.1:${port2}`;
+  const w2 = await startWorker(['--model', STORIES260K, '--listen', url2, '--tls-cert', f('server.pem'),
+    '--tls-key', f('server.key'), '--tls-ca', f('ca.pem')]);
+  const anon = connectWorker(url2, { timeoutMs: 1500, tls: { ca: pem('ca.pem') } });
+  t.equal(await rejects(anon.health(), 'STRATA_ERR_TIMEOUT'), true, 'no client certificate: refused');
+  await anon.close();
+  const mutual = connectWorker(url2, { timeoutMs: 10000,
+    tls: { ca: pem('ca.pem'), cert: pem('client.pem'), key: pem('client.key') } });
+  t.equal((await mutual.health()).status, 'ok', 'client certificate from the CA: served');
+  await mutual.close();
+  t.equal(await stopWorker(w2), 0);
+
+  // option errors of the worker are clear
+  const fails = (args) => new Promise((resolve) => {
+    spawnWorker(args).then((p) => { p.kill('SIGKILL'); resolve('started'); }, (e) => resolve(e.message));
+  });
+  const p3 = await freePort();
+  t.match(await fails(['--model', STORIES260K, '--listen', `tls+tcp://127.0.0.1:${p3}`]),
+    /tls\+tcp:\/\/127\.0\.0\.1:\d+ is a TLS URL: give --tls-cert FILE and --tls-key FILE/);
+  t.match(await fails(['--model', STORIES260K, '--listen', `tcp://127.0.0.1:${p3}`, '--tls-cert', f('server.pem')]),
+    /need a tls\+tcp:\/\/ URL/);
+  t.match(await fails(['--model', STORIES260K, '--listen', `tls+tcp://127.0.0.1:${p3}`, '--tls-cert',
+    f('server.key'), '--tls-key', f('server.key')]), /TLS certificate .* key .*:/);
+});

@@ -4,7 +4,13 @@
  * request, so any number of requests are in flight at once.
  *
  * Exports:
- *   workerConnect(url) -> client handle (the connection is made in the background)
+ *   workerConnect(url, tls?) -> client handle (the connection is made in the
+ *     background). tls (for tls+tcp:// URLs): { ca: PEM of the CA that signed
+ *     the worker's certificate (required unless insecure), cert, key: PEM of
+ *     a client certificate (when the worker asks for one), serverName (default:
+ *     the URL's host when it is a name; mbedTLS 2.x cannot match IP addresses,
+ *     so for an address only the CA signature is checked), insecure: true to
+ *     skip verifying the worker }
  *   workerRequest(client, jsonText, timeoutMs) -> Promise<string reply text>
  *   workerConnected(client) -> bool (a pipe to the worker is up)
  *   workerClose(client)
@@ -40,6 +46,8 @@ bool addon_register_client(napi_env env, napi_value exports)
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,10 +261,114 @@ static bool unwrap_client(napi_env env, napi_value v, wclient **out)
     return true;
 }
 
+static bool is_tls_url(const char *url)
+{
+    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "tls+tcp4://", 11) == 0 ||
+           strncmp(url, "tls+tcp6://", 11) == 0;
+}
+
+typedef struct tls_opts {
+    char *ca, *cert, *key, *server_name;
+    bool insecure;
+} tls_opts;
+
+static void tls_opts_free(tls_opts *t)
+{
+    free(t->ca);
+    free(t->cert);
+    free(t->key);
+    free(t->server_name);
+    memset(t, 0, sizeof(*t));
+}
+
+/* The host of tls+tcp://host:port (for certificate name checks). */
+static char *url_host(const char *url)
+{
+    const char *h = strstr(url, "://");
+    h = h != NULL ? h + 3 : url;
+    const char *end;
+    if (*h == '[') {
+        h++;
+        end = strchr(h, ']');
+    } else {
+        end = strrchr(h, ':');
+    }
+    size_t n = end != NULL ? (size_t)(end - h) : strlen(h);
+    char *s = malloc(n + 1);
+    if (s != NULL) {
+        memcpy(s, h, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+/* A client TLS configuration from t; NULL with msg filled on error. */
+static nng_tls_config *tls_client_config(const char *url, const tls_opts *t, char *msg, size_t cap)
+{
+    nng_tls_config *cfg = NULL;
+    int rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT);
+    if (rv == NNG_ENOTSUP) {
+        snprintf(msg, cap, "strata worker: this nng build has no TLS; use ipc:// or an SSH tunnel/stunnel");
+        return NULL;
+    }
+    if (rv != 0) {
+        snprintf(msg, cap, "strata worker: TLS: %s", nng_strerror(rv));
+        return NULL;
+    }
+    char *host = t->server_name == NULL ? url_host(url) : NULL;
+    const char *name = t->server_name != NULL ? t->server_name : host;
+    unsigned char addr[16];
+    if (t->server_name == NULL && host != NULL &&
+        (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1)) {
+        /* mbedTLS 2.x matches DNS names only (no IP subjectAltName): dialing
+         * an address, the certificate is checked against the CA alone */
+        name = NULL;
+    }
+    if (name != NULL && name[0] != '\0' && (rv = nng_tls_config_server_name(cfg, name)) != 0) {
+        snprintf(msg, cap, "strata worker: TLS server name %s: %s", name, nng_strerror(rv));
+    } else if (t->ca != NULL && (rv = nng_tls_config_ca_chain(cfg, t->ca, NULL)) != 0) {
+        snprintf(msg, cap, "strata worker: TLS option 'ca' is not a usable PEM certificate: %s", nng_strerror(rv));
+    } else if (t->cert != NULL && (rv = nng_tls_config_own_cert(cfg, t->cert, t->key, NULL)) != 0) {
+        snprintf(msg, cap, "strata worker: TLS options 'cert'/'key' are not a usable PEM pair: %s", nng_strerror(rv));
+    } else if ((rv = nng_tls_config_auth_mode(cfg, t->insecure ? NNG_TLS_AUTH_MODE_NONE
+                                                                : NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+        snprintf(msg, cap, "strata worker: TLS auth mode: %s", nng_strerror(rv));
+    }
+    free(host);
+    if (rv != 0) {
+        nng_tls_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static bool read_tls_opts(napi_env env, napi_value v, const char *url, tls_opts *t)
+{
+    bool has = false;
+    if (!addon_check_options(env, v, "workerConnect", &has)) {
+        return false;
+    }
+    if (!has) {
+        return true;
+    }
+    if (!addon_opt_string(env, v, "ca", &t->ca) || !addon_opt_string(env, v, "cert", &t->cert) ||
+        !addon_opt_string(env, v, "key", &t->key) || !addon_opt_string(env, v, "serverName", &t->server_name) ||
+        !addon_opt_bool(env, v, "insecure", &t->insecure)) {
+        return false;
+    }
+    if ((t->cert == NULL) != (t->key == NULL)) {
+        return addon_throw_type(env, "strata worker: TLS options 'cert' and 'key' go together");
+    }
+    if (!is_tls_url(url) && (t->ca != NULL || t->cert != NULL || t->insecure)) {
+        return addon_throw_type(env, "strata worker: TLS options need a tls+tcp:// URL");
+    }
+    return true;
+}
+
 static napi_value worker_connect(napi_env env, napi_callback_info info)
 {
-    napi_value argv[1];
-    if (!addon_args(env, info, 1, argv)) {
+    napi_value argv[2];
+    if (!addon_args(env, info, 2, argv)) {
         return NULL;
     }
     char *url = NULL;
@@ -264,6 +376,31 @@ static napi_value worker_connect(napi_env env, napi_callback_info info)
     if (!addon_string(env, argv[0], "url", &url, &len)) {
         return NULL;
     }
+    tls_opts tls = {0};
+    if (!read_tls_opts(env, argv[1], url, &tls)) {
+        tls_opts_free(&tls);
+        free(url);
+        return NULL;
+    }
+    nng_tls_config *tcfg = NULL;
+    if (is_tls_url(url)) {
+        char msg[256];
+        if (tls.ca == NULL && !tls.insecure) {
+            tls_opts_free(&tls);
+            free(url);
+            addon_throw_state(env, "STRATA_ERR_ARG", "strata worker: a tls+tcp:// URL needs the TLS option 'ca' "
+                                                     "(PEM of the CA that signed the worker's certificate)");
+            return NULL;
+        }
+        tcfg = tls_client_config(url, &tls, msg, sizeof msg);
+        tls_opts_free(&tls);
+        if (tcfg == NULL) {
+            free(url);
+            addon_throw_state(env, "STRATA_ERR_ARG", "%s", msg);
+            return NULL;
+        }
+    }
+    tls_opts_free(&tls);
     wclient *cl = calloc(1, sizeof(*cl));
     if (cl == NULL) {
         free(url);
@@ -281,7 +418,17 @@ static napi_value worker_connect(napi_env env, napi_callback_info info)
         /* never resend on our own: a lost request fails instead (pipe_event) */
         nng_socket_set_ms(cl->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
         nng_socket_set_size(cl->sock, NNG_OPT_RECVMAXSZ, 64u << 20);
-        rv = nng_dial(cl->sock, url, NULL, NNG_FLAG_NONBLOCK);
+        nng_dialer d = NNG_DIALER_INITIALIZER;
+        rv = nng_dialer_create(&d, cl->sock, url);
+        if (rv == 0 && tcfg != NULL) {
+            rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tcfg);
+        }
+        if (rv == 0) {
+            rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+        }
+    }
+    if (tcfg != NULL) {
+        nng_tls_config_free(tcfg); /* the dialer holds its own reference */
     }
     if (rv != 0) {
         if (cl->open) {

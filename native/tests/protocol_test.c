@@ -15,6 +15,7 @@ static const case_t CASES[] = {
     {"{\"v\":1,\"op\":\"stats\",\"id\":\"x\",\"token\":\"s\"}", NULL},
     {"{\"v\":1,\"op\":\"generate\",\"prompt\":\"hi\",\"max_tokens\":5,\"temperature\":0,\"stop\":\"\\n\"}", NULL},
     {"{\"v\":1,\"op\":\"generate\",\"tokens\":[1,2,3],\"stream\":true,\"top_k\":40,\"top_p\":0.9,\"seed\":7}", NULL},
+    {"{\"v\":1,\"op\":\"embed\",\"input\":\"a\",\"async\":true,\"timeout_ms\":5}", NULL},
     {"{\"v\":1,\"op\":\"generate\",\"prompt\":\"hi\",\"max_tokens\":5.0}", NULL},
     {"{\"v\":1,\"op\":\"chat\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"system\":\"s\"}", NULL},
     {"{\"v\":1,\"op\":\"chat\",\"messages\":[]}", NULL},
@@ -51,6 +52,7 @@ static const case_t CASES[] = {
     {"{\"v\":1,\"op\":\"generate\",\"prompt\":\"a\",\"top_p\":2}", "STRATA_ERR_ARG"},
     {"{\"v\":1,\"op\":\"generate\",\"prompt\":\"a\",\"stop\":[1]}", "STRATA_ERR_ARG"},
     {"{\"v\":1,\"op\":\"generate\",\"prompt\":\"a\",\"stream\":1}", "STRATA_ERR_ARG"},
+    {"{\"v\":1,\"op\":\"score\",\"prompt\":\"a\",\"options\":[\" b\"],\"async\":\"yes\"}", "STRATA_ERR_ARG"},
     {"{\"v\":1,\"op\":\"generate\",\"prompt\":\"a\",\"timeout_ms\":-1}", "STRATA_ERR_ARG"},
     {"{\"v\":1,\"op\":\"chat\"}", "STRATA_ERR_ARG"},
     {"{\"v\":1,\"op\":\"chat\",\"messages\":[{\"role\":\"user\"}]}", "STRATA_ERR_ARG"},
@@ -117,12 +119,19 @@ static void test_fields(void)
     CHECK(r.n_stop == 2 && strcmp(r.stop[1], "b") == 0);
     CHECK(r.stream && r.has_add_bos && !r.add_bos && r.timeout_ms == 100);
     CHECK(r.token != NULL && strcmp(r.token, "tk") == 0);
+    CHECK(!r.async);
     json_t *body = json_object();
     json_object_set_new(body, "x", json_integer(1));
     char *reply = proto_reply_ok(r.id, body);
     CHECK(reply != NULL && strstr(reply, "\"id\":{\"n\":[1]}") != NULL && strstr(reply, "\"ok\":true") != NULL &&
           strstr(reply, "\"x\":1") != NULL && strstr(reply, "\"v\":1") != NULL);
     free(reply);
+    proto_req_free(&r);
+
+    /* async: any model op answers with a rid at once */
+    const char *as = "{\"v\":1,\"op\":\"score\",\"prompt\":\"p\",\"options\":[\" a\"],\"async\":true}";
+    CHECK(proto_parse(as, strlen(as), &lim, &r, &e));
+    CHECK(r.op == PROTO_SCORE && r.async && !r.stream);
     proto_req_free(&r);
 
     /* an id survives a later error so the reply can echo it */

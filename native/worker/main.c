@@ -5,8 +5,9 @@
  *   strata-worker --model PATH --listen ipc:///tmp/strata.sock [--token SECRET]
  *     [--max-prompt-tokens N] [--max-new-tokens N] [--max-queue N]
  *     [--timeout-ms N] [--threads N] [--ctx N] [--max-batch N]
- *     [--step-tokens N] [--max-message-bytes N]
+ *     [--step-tokens N] [--prefix-slots N] [--max-message-bytes N]
  *     [--stream on|off] [--stream-budget BYTES] [--store DIR]
+ *     [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]   (tls+tcp:// URLs)
  *
  * The token may also come from the STRATA_WORKER_TOKEN environment variable
  * (keeps it out of `ps`). SIGTERM/SIGINT: stop taking work, let requests in
@@ -25,7 +26,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: strata-worker --model PATH [--listen URL] [--token SECRET]\n"
-            "  --listen URL             ipc:///path or tcp://host:port (default ipc:///tmp/strata.sock)\n"
+            "  --listen URL             ipc:///path, tcp://host:port or tls+tcp://host:port\n"
+            "                           (default ipc:///tmp/strata.sock)\n"
             "  --token SECRET           require this token on every request (or STRATA_WORKER_TOKEN)\n"
             "  --max-prompt-tokens N    (default 4096)   --max-new-tokens N (default 1024)\n"
             "  --max-queue N            requests in flight (default 64)\n"
@@ -34,10 +36,13 @@ static void usage(FILE *f)
             "  --ctx N                  KV cache tokens per sequence (default 2048)\n"
             "  --max-batch N            requests batched together (default 16)\n"
             "  --step-tokens N          token rows per batched step (default 256)\n"
+            "  --prefix-slots N         finished KV caches kept for prefix reuse (default min(max-batch, 8); -1: none)\n"
             "  --max-message-bytes N    larger requests are dropped (default 4194304)\n"
             "  --stream on|off          stream weights layer by layer from a split store (default off)\n"
             "  --stream-budget BYTES    weights kept resident when streaming (0: one layer at a time)\n"
-            "  --store DIR              the split store (default: beside the model)\n");
+            "  --store DIR              the split store (default: beside the model)\n"
+            "  --tls-cert FILE --tls-key FILE   PEM certificate and key for a tls+tcp://host:port URL\n"
+            "  --tls-ca FILE            with TLS: require client certificates signed by this CA (PEM)\n");
 }
 
 static bool parse_int(const char *s, long min, long max, long *out)
@@ -86,6 +91,7 @@ int main(int argc, char **argv)
             {"--ctx", &o.n_ctx, 16, 1 << 20},
             {"--max-batch", &o.max_batch, 1, 4096},
             {"--step-tokens", &o.step_tokens, 1, 1 << 16},
+            {"--prefix-slots", &o.prefix_slots, -1, 4096},
         };
         bool done = false;
         for (size_t k = 0; k < sizeof(ints) / sizeof(ints[0]); k++) {
@@ -116,6 +122,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             o.stream_budget = (uint64_t)n;
+        } else if (strcmp(a, "--tls-cert") == 0) {
+            o.tls_cert = v;
+        } else if (strcmp(a, "--tls-key") == 0) {
+            o.tls_key = v;
+        } else if (strcmp(a, "--tls-ca") == 0) {
+            o.tls_ca = v;
         } else if (strcmp(a, "--store") == 0) {
             o.store_path = v;
         } else if (strcmp(a, "--max-message-bytes") == 0) {

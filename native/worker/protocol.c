@@ -335,7 +335,7 @@ bool proto_parse(const char *buf, size_t len, const proto_limits *lim, proto_req
         return false;
     }
     r->has_add_bos = json_object_get(o, "add_bos") != NULL && !json_is_null(json_object_get(o, "add_bos"));
-    if (!get_bool(o, "special", &r->special, e)) {
+    if (!get_bool(o, "special", &r->special, e) || !get_bool(o, "async", &r->async, e)) {
         return false;
     }
     switch (r->op) {

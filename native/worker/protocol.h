@@ -16,14 +16,21 @@
  *   embed     input (string, required), add_bos
  *   tokenize  text (string, required), add_bos, special
  *   health, stats
- *   cancel    rid (the request id the worker gave a streamed request)
+ *   cancel    rid (the id the worker gave a request: any model op, running
+ *             or queued; a generation ends with stop_reason "cancelled" and
+ *             the text so far, the other ops with STRATA_ERR_CANCELLED)
  *   poll      rid (required), offset (bytes already received), wait_ms
  *
- * Streaming: generate/chat with "stream":true reply at once with
- * {"rid":N,"stream":true}; the client then sends poll requests. A poll is
- * held until text past `offset` exists, the request ends, or wait_ms passes;
- * it answers {"rid":N,"text":NEW,"offset":END,"done":BOOL} and, when done,
- * "result":{...same fields as a non-streamed generate reply}.
+ * Every model op (generate, chat, score, embed) takes "timeout_ms" (capped
+ * by the worker's --timeout-ms) and "async":true: the reply comes at once
+ * with {"rid":N,"async":true}, so the client can cancel it, and the result
+ * is collected by poll. Streaming: generate/chat with "stream":true (implies
+ * async) reply at once with {"rid":N,"stream":true}; the client then sends
+ * poll requests. A poll is held until text past `offset` exists, the request
+ * ends, or wait_ms passes; it answers {"rid":N,"text":NEW,"offset":END,
+ * "done":BOOL} and, when done, "result":{...the fields of the op's plain
+ * reply} (or the op's error). A request whose client connection closes
+ * (the pipe it was submitted on) is cancelled, so its batch slot frees.
  *
  * Error codes: the strata_err names (STRATA_ERR_ARG, STRATA_ERR_LIMIT, ...)
  * plus STRATA_ERR_PROTOCOL (malformed JSON, bad version, unknown op),
@@ -92,6 +99,7 @@ typedef struct proto_req {
     size_t offset;
     int wait_ms;                   /* poll: how long to hold it; default 1000 */
     int timeout_ms;                /* 0: the worker's */
+    bool async;                    /* model ops: reply {rid} at once, the result by poll */
 } proto_req;
 
 typedef struct proto_error {

@@ -1,6 +1,7 @@
 /* strata-worker: an nng REP server in front of the batching scheduler.
  *
- * Transport: one nng rep0 socket listening on ipc:// or tcp://, with many
+ * Transport: one nng rep0 socket listening on ipc://, tcp:// or tls+tcp://
+ * (nng's mbedTLS engine; --tls-cert/--tls-key, --tls-ca), with many
  * rep contexts (one per request that can be outstanding at once), so slow
  * requests never block quick ones. Requests for the model (generate, chat,
  * score, embed) are tokenized on nng's callback threads and handed to the
@@ -26,11 +27,17 @@ typedef struct worker_opts {
     int n_ctx;                  /* KV length per sequence */
     int max_batch;              /* requests run together */
     int step_tokens;            /* token rows per batched step */
+    int prefix_slots;           /* finished contexts kept for prefix reuse; 0: min(max_batch, 8); -1: none */
     size_t max_message_bytes;   /* larger messages are dropped by nng */
     int contexts;               /* nng contexts; 0: max_queue + 32 */
     bool stream;                /* stream weights from a split store (strata_model_load_streamed) */
     uint64_t stream_budget;     /* bytes of weights kept resident when streaming; 0: one layer */
     const char *store_path;     /* NULL: beside the model */
+    /* tls+tcp:// listeners: PEM files of the server certificate and key; with
+     * tls_ca, clients must present a certificate signed by that CA */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
 } worker_opts;
 
 void worker_opts_default(worker_opts *o);

@@ -11,9 +11,13 @@
 //
 // Transport: the addon's nng REQ client (native/addon/client.c); the dialer
 // reconnects by itself when the worker restarts. Every request has a
-// timeout; a request in flight when the connection drops fails with
-// code STRATA_ERR_WORKER_LOST. Streaming (onToken, signal) uses the
-// protocol's long-poll: generate {stream:true} -> rid, then poll until done.
+// timeout, which the worker is told too (timeout_ms), so it drops the work
+// when the client stops waiting; a request in flight when the connection
+// drops fails with code STRATA_ERR_WORKER_LOST (and the worker cancels it).
+// Streaming and cancelling (onToken, signal, onRequestId) use the protocol's
+// async form: {stream:true} or {async:true} -> rid at once, then poll until
+// done; cancel(rid) or the AbortSignal stops it, for every model op.
+// tls+tcp:// URLs take options.tls = { ca, cert, key, serverName, insecure }.
 
 const { binding } = require('./binding');
 
@@ -45,6 +49,15 @@ function workerError(error) {
   err.code = error.code;
   return err;
 }
+
+function cancelledError(what) {
+  const err = new Error(`strata worker: ${what} was cancelled`);
+  err.name = 'AbortError';
+  err.code = 'STRATA_ERR_CANCELLED';
+  return err;
+}
+
+const MODEL_OPS = new Set(['generate', 'chat', 'score', 'embed']);
 
 function isAbortSignal(s) {
   return s !== null && typeof s === 'object' && typeof s.aborted === 'boolean' &&
@@ -81,7 +94,7 @@ class WorkerClient {
     this.#url = url;
     this.#token = options.token ?? null;
     this.#timeoutMs = options.timeoutMs ?? 120000;
-    this.#native = binding().workerConnect(url);
+    this.#native = binding().workerConnect(url, options.tls ?? null);
   }
 
   get url() {
@@ -109,6 +122,10 @@ class WorkerClient {
       msg.token = this.#token;
     }
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    if (MODEL_OPS.has(op) && msg.timeout_ms === undefined) {
+      // the worker gives up when we do: its batch slot frees
+      msg.timeout_ms = Math.max(1, Math.min(Math.round(timeoutMs), 2147483647));
+    }
     const text = await binding().workerRequest(this.#native, JSON.stringify(msg), timeoutMs);
     let reply;
     try {
@@ -151,8 +168,10 @@ class WorkerClient {
    * model's chat template, like the embedded Model) or an Int32Array of
    * tokens. Options as Model.generate: maxTokens, temperature, topK, topP,
    * minP, repeatPenalty, repeatLastN, presencePenalty, frequencyPenalty,
-   * seed, json, stop, onToken(piece) (return false to stop), signal,
-   * template, system, addBos, special, timeoutMs.
+   * seed, json, stop, onToken(piece) (return false to stop), signal
+   * (AbortSignal: ends the generation with stopReason 'cancelled'),
+   * onRequestId(rid) (the worker's id, for cancel(rid)), template, system,
+   * addBos, special, timeoutMs.
    */
   async generate(prompt, options = {}) {
     const o = options ?? {};
@@ -164,6 +183,9 @@ class WorkerClient {
     }
     if (o.signal !== undefined && o.signal !== null && !isAbortSignal(o.signal)) {
       throw typeError("generate: option 'signal' must be an AbortSignal");
+    }
+    if (o.onRequestId !== undefined && o.onRequestId !== null && typeof o.onRequestId !== 'function') {
+      throw typeError("generate: option 'onRequestId' must be a function");
     }
     let op = 'generate';
     const fields = this.#samplingFields(o);
@@ -186,37 +208,68 @@ class WorkerClient {
     }
     const onToken = o.onToken ?? null;
     const signal = o.signal ?? null;
-    if (onToken === null && signal === null) {
+    const onRequestId = o.onRequestId ?? null;
+    if (onToken === null && signal === null && onRequestId === null) {
       return generateResult(await this.request(op, fields));
     }
     if (signal !== null && signal.aborted) {
       return generateResult({ text: '', prompt_tokens: 0, gen_tokens: 0, stop_reason: 'cancelled', prompt_ms: 0,
         gen_ms: 0, prefix_reused: 0 });
     }
-    const start = await this.request(op, { ...fields, stream: true });
+    const form = onToken !== null ? { stream: true } : { async: true };
+    return generateResult(await this.#submitAndPoll(op, { ...fields, ...form }, o.timeoutMs, signal, onToken,
+      onRequestId));
+  }
+
+  /**
+   * The async form of a model op: submit (the reply carries the rid), then
+   * long-poll until done. signal/cancel(rid) cancel it on the worker; so does
+   * a failed poll (the client stops waiting). onText gets streamed text (and
+   * may return false to stop). Resolves with the op's result object.
+   */
+  async #submitAndPoll(op, fields, timeoutMs, signal, onText, onRequestId) {
+    const start = await this.request(op, fields);
     const rid = start.rid;
     let cancelled = false;
     const cancel = () => {
       if (!cancelled) {
         cancelled = true;
-        this.request('cancel', { rid }).catch(() => {});
+        this.cancel(rid).catch(() => {});
       }
     };
+    if (onRequestId !== null) {
+      try {
+        onRequestId(rid);
+      } catch (err) {
+        cancel();
+        throw err;
+      }
+    }
     if (signal !== null) {
       signal.addEventListener('abort', cancel, { once: true });
+      if (signal.aborted) {
+        cancel();
+      }
     }
+    const deadline = Date.now() + (timeoutMs ?? this.#timeoutMs);
     try {
       let offset = 0;
       for (;;) {
         // the poll is held up to 1 s by the worker: give the transport more
-        const r = await this.request('poll', { rid, offset, wait_ms: 1000 }, {
-          timeoutMs: Math.max(this.#timeoutMs, 5000),
-        });
+        let r;
+        try {
+          r = await this.request('poll', { rid, offset, wait_ms: 1000 }, {
+            timeoutMs: Math.max(Math.min(this.#timeoutMs, deadline - Date.now() + 5000), 5000),
+          });
+        } catch (err) {
+          cancel(); // we stop waiting: the worker should stop working
+          throw err;
+        }
         offset = r.offset;
-        if (r.text.length > 0 && onToken !== null && !cancelled) {
+        if (r.text.length > 0 && onText !== null && !cancelled) {
           let keep;
           try {
-            keep = onToken(r.text);
+            keep = onText(r.text);
           } catch (err) {
             cancel();
             throw err;
@@ -226,13 +279,48 @@ class WorkerClient {
           }
         }
         if (r.done) {
-          return generateResult(r.result);
+          return r.result;
         }
       }
     } finally {
       if (signal !== null) {
         signal.removeEventListener('abort', cancel);
       }
+    }
+  }
+
+  /** Cancel a request by the rid the worker gave it (onRequestId); resolves with whether it was found. */
+  async cancel(rid) {
+    if (!Number.isSafeInteger(rid) || rid < 1) {
+      throw typeError('cancel: rid must be a positive integer');
+    }
+    const r = await this.request('cancel', { rid });
+    return r.found;
+  }
+
+  /** Run a score/embed op, through the async form when it can be cancelled. */
+  async #modelOp(op, fields, opts) {
+    const signal = opts.signal ?? null;
+    const onRequestId = opts.onRequestId ?? null;
+    if (signal !== null && !isAbortSignal(signal)) {
+      throw typeError(`${op}: option 'signal' must be an AbortSignal`);
+    }
+    if (onRequestId !== null && typeof onRequestId !== 'function') {
+      throw typeError(`${op}: option 'onRequestId' must be a function`);
+    }
+    if (signal === null && onRequestId === null) {
+      return this.request(op, fields);
+    }
+    if (signal !== null && signal.aborted) {
+      throw cancelledError(op);
+    }
+    try {
+      return await this.#submitAndPoll(op, { ...fields, async: true }, opts.timeoutMs, signal, null, onRequestId);
+    } catch (err) {
+      if (err.code === 'STRATA_ERR_CANCELLED') {
+        throw cancelledError(op);
+      }
+      throw err;
     }
   }
 
@@ -248,7 +336,9 @@ class WorkerClient {
    * Probabilities of answer options after a prompt (one prefill, no
    * sampling). Returns { options: [{option, logprob, prob, tokens}], best,
    * promptTokens, prefixReused, promptMs }: prob is normalized over the
-   * options; logprob sums over each option's tokens.
+   * options; logprob sums over each option's tokens. opts: addBos,
+   * timeoutMs, signal (abort: rejects with code STRATA_ERR_CANCELLED),
+   * onRequestId(rid).
    */
   async score(prompt, options, opts = {}) {
     if (typeof prompt !== 'string') {
@@ -264,7 +354,7 @@ class WorkerClient {
     if (opts.timeoutMs !== undefined) {
       f.timeout_ms = opts.timeoutMs;
     }
-    const r = await this.request('score', f);
+    const r = await this.#modelOp('score', f, opts ?? {});
     let best = 0;
     r.options.forEach((x, i) => {
       if (x.prob > r.options[best].prob) {
@@ -289,7 +379,10 @@ class WorkerClient {
     if (typeof opts.addBos === 'boolean') {
       f.add_bos = opts.addBos;
     }
-    const r = await this.request('embed', f);
+    if (opts.timeoutMs !== undefined) {
+      f.timeout_ms = opts.timeoutMs;
+    }
+    const r = await this.#modelOp('embed', f, opts ?? {});
     return { embedding: Float32Array.from(r.embedding), dim: r.dim, promptTokens: r.prompt_tokens };
   }
 
@@ -337,7 +430,9 @@ class WorkerClient {
  * Connect to a strata-worker at url (ipc:///path or tcp://host:port).
  * Returns at once: the connection is made (and remade after a worker
  * restart) in the background; requests wait for it up to their timeout.
- * Options: token (shared secret), timeoutMs (per request; default 120000).
+ * Options: token (shared secret), timeoutMs (per request; default 120000),
+ * tls (tls+tcp:// only): { ca: PEM string of the CA that signed the worker's
+ * certificate, cert + key: PEM of a client certificate, serverName, insecure }.
  */
 function connectWorker(url, options = {}) {
   if (typeof url !== 'string' || !/^(ipc|tcp|tls\+tcp|ws|inproc):\/\//.test(url)) {
@@ -349,6 +444,9 @@ function connectWorker(url, options = {}) {
   }
   if (o.timeoutMs !== undefined && !(Number.isFinite(o.timeoutMs) && o.timeoutMs >= 1)) {
     throw typeError("connectWorker: option 'timeoutMs' must be a positive number of milliseconds");
+  }
+  if (o.tls !== undefined && o.tls !== null && typeof o.tls !== 'object') {
+    throw typeError("connectWorker: option 'tls' must be an object { ca, cert, key, serverName, insecure }");
   }
   return new WorkerClient(url, o);
 }
