@@ -33,5 +33,31 @@ export class StrataWorkerApi implements ICredentialType {
 			default: '',
 			description: 'Shared secret the worker expects (its --token); leave empty if it runs without one',
 		},
+		{
+			displayName: 'TLS CA Certificate',
+			name: 'tlsCa',
+			type: 'string',
+			typeOptions: { rows: 4 },
+			default: '',
+			placeholder: '-----BEGIN CERTIFICATE-----',
+			description:
+				'For tls+tcp:// URLs: PEM of the CA that signed the worker\'s certificate (its --tls-cert). Required for TLS.',
+		},
+		{
+			displayName: 'TLS Client Certificate',
+			name: 'tlsCert',
+			type: 'string',
+			typeOptions: { password: true },
+			default: '',
+			description: 'For tls+tcp:// URLs when the worker requires client certificates (its --tls-ca): this client\'s PEM certificate',
+		},
+		{
+			displayName: 'TLS Client Key',
+			name: 'tlsPrivateKey',
+			type: 'string',
+			typeOptions: { password: true },
+			default: '',
+			description: 'PEM private key of the TLS client certificate',
+		},
 	];
 }

@@ -5,6 +5,8 @@
 // credential test (methods.credentialTest.strataWorkerApiTest).
 import t from 'tap';
 import fs from 'node:fs';
+import os from 'node:os';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { ROOT, STORIES260K } from './helpers/models.mjs';
@@ -133,6 +135,35 @@ t.test('the credential test: OK, wrong token, worker down', async (t) => {
   const http = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: { baseUrl: 'http://127.0.0.1:1', token: '' } });
   t.equal(http.status, 'Error');
   t.match(http.message, /url must be like/);
+});
+
+t.test('a tls+tcp:// worker: the credential carries the CA (test + Generate); without it, a clear error', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-node-tls-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const ssl = (...a) => execFileSync('openssl', a, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key',
+    '-out', 'ca.pem', '-days', '2', '-subj', '/CN=ca');
+  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'server.key',
+    '-out', 'server.csr', '-subj', '/CN=server');
+  fs.writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem',
+    '-days', '2', '-extfile', 'server.ext');
+  const tlsUrl = `tls+tcp://127.0.0.1:${await freePort()}`;
+  const w = await startWorker(['--model', STORIES260K, '--listen', tlsUrl, '--token', TOKEN, '--ctx', '1024',
+    '--tls-cert', path.join(dir, 'server.pem'), '--tls-key', path.join(dir, 'server.key')]);
+  t.teardown(async () => {
+    await engine.closeAllWorkers();
+    w.kill('SIGTERM');
+  });
+  const creds = { baseUrl: tlsUrl, token: TOKEN, tlsCa: fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8') };
+  const test = new Strata().methods.credentialTest.strataWorkerApiTest;
+  const ok = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: creds });
+  t.equal(ok.status, 'OK', ok.message);
+  const [g] = await exec({ operation: 'generate', prompt: 'Once upon a time', options: { temperature: 0, maxTokens: 6 } }, creds);
+  t.ok(g.json.text.length > 0, 'Generate over TLS');
+  const noCa = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: { baseUrl: tlsUrl, token: TOKEN } });
+  t.equal(noCa.status, 'Error');
+  t.match(noCa.message, /ca/i, 'names the missing CA');
 });
 
 t.test('worker down: Match Score falls back to rules, Generate fails per item', async (t) => {

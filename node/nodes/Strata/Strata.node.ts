@@ -15,7 +15,7 @@ import {
 
 import { properties } from './description';
 import { modelSource, sampling, type NodeOptions } from './common';
-import { Budget, CancelledError, testWorker, type ChatMessage } from './engine';
+import { Budget, CancelledError, testWorker, workerTls, type ChatMessage } from './engine';
 import * as ops from './operations';
 
 /** A JSON parameter: an object from an expression, or text to parse. */
@@ -133,7 +133,7 @@ export class Strata implements INodeType {
 				if (url === '') {
 					return { status: 'Error', message: 'Worker URL is empty' };
 				}
-				return testWorker(url, token);
+				return testWorker(url, token, workerTls(url, data));
 			},
 		},
 	};

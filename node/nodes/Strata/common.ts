@@ -4,7 +4,7 @@
 // through the Strata Worker API credential).
 import { NodeOperationError, type ICredentialDataDecryptedObject, type INode } from 'n8n-workflow';
 
-import { defaultModelPath, getModel, getWorkerClient, workerModel, type GenerateOptions, type LoadOptions, type Model } from './engine';
+import { defaultModelPath, getModel, getWorkerClient, workerModel, workerTls, type GenerateOptions, type LoadOptions, type Model } from './engine';
 
 export interface NodeOptions {
 	contextSize?: number;
@@ -55,7 +55,7 @@ export async function modelSource(ctx: ModelSourceContext, itemIndex: number, op
 			throw new NodeOperationError(ctx.getNode(), 'The Strata Worker API credential has no Worker URL', { itemIndex });
 		}
 		const token = typeof creds.token === 'string' ? creds.token : '';
-		const client = getWorkerClient(url, token);
+		const client = getWorkerClient(url, token, workerTls(url, creds));
 		return { loadModel: () => workerModel(client), modelPath: url };
 	}
 	if (mode !== 'embedded') {

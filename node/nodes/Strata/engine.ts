@@ -311,7 +311,7 @@ export interface WorkerClient {
 }
 
 interface WorkerModule {
-	connectWorker(url: string, options?: { token?: string; timeoutMs?: number }): WorkerClient;
+	connectWorker(url: string, options?: { token?: string; timeoutMs?: number; tls?: WorkerTls }): WorkerClient;
 }
 
 export function workerModule(): WorkerModule {
@@ -324,12 +324,34 @@ export const WORKER_REQUEST_TIMEOUT_MS = 120000;
 /** How long an item waits for the worker's health reply before it counts as down. */
 export const WORKER_HEALTH_TIMEOUT_MS = 3000;
 
+/** TLS settings of a tls+tcp:// worker (PEM strings), as node/lib/worker.js takes them. */
+export interface WorkerTls {
+	ca?: string;
+	cert?: string;
+	key?: string;
+}
+
+/** The credential's TLS fields, for tls+tcp:// URLs only (undefined otherwise). */
+export function workerTls(url: string, data: Record<string, unknown>): WorkerTls | undefined {
+	if (!url.startsWith('tls+tcp://')) {
+		return undefined;
+	}
+	const tls: WorkerTls = {};
+	for (const [field, name] of [['tlsCa', 'ca'], ['tlsCert', 'cert'], ['tlsPrivateKey', 'key']] as const) {
+		const v = data[field];
+		if (typeof v === 'string' && v.trim() !== '') {
+			tls[name] = v;
+		}
+	}
+	return tls;
+}
+
 // One client (one nng connection, redialled by itself after a worker
-// restart) per (url, token) for the life of the n8n process, like the models.
+// restart) per (url, token, tls) for the life of the n8n process, like the models.
 const workers = new Map<string, WorkerClient>();
 
-export function getWorkerClient(url: string, token: string): WorkerClient {
-	const key = JSON.stringify([url, token]);
+export function getWorkerClient(url: string, token: string, tls?: WorkerTls): WorkerClient {
+	const key = JSON.stringify([url, token, tls ?? null]);
 	const cached = workers.get(key);
 	if (cached !== undefined && !cached.closed) {
 		return cached;
@@ -337,6 +359,7 @@ export function getWorkerClient(url: string, token: string): WorkerClient {
 	const client = workerModule().connectWorker(url, {
 		token: token !== '' ? token : undefined,
 		timeoutMs: WORKER_REQUEST_TIMEOUT_MS,
+		tls,
 	});
 	workers.set(key, client);
 	return client;
@@ -400,10 +423,18 @@ export async function workerModel(client: WorkerClient): Promise<Model> {
 }
 
 /** A real check of a worker and token, for the credential test. */
-export async function testWorker(url: string, token: string): Promise<{ status: 'OK' | 'Error'; message: string }> {
+export async function testWorker(
+	url: string,
+	token: string,
+	tls?: WorkerTls,
+): Promise<{ status: 'OK' | 'Error'; message: string }> {
 	let client: WorkerClient;
 	try {
-		client = workerModule().connectWorker(url, { token: token !== '' ? token : undefined, timeoutMs: WORKER_HEALTH_TIMEOUT_MS });
+		client = workerModule().connectWorker(url, {
+			token: token !== '' ? token : undefined,
+			timeoutMs: WORKER_HEALTH_TIMEOUT_MS,
+			tls,
+		});
 	} catch (err) {
 		return { status: 'Error', message: (err as Error).message };
 	}
