@@ -632,14 +632,6 @@ static strata_err block(st_cuda_runner *r, const st_layer *l, const uint8_t *bas
     return STRATA_OK;
 }
 
-static bool wants_row(const st_batch_seq *q, int t)
-{
-    if (q->embd != NULL || (q->logits != NULL && q->all_logits)) {
-        return true;
-    }
-    return q->logits != NULL && t == q->n - 1;
-}
-
 /* Gather the rows that want output, final norm, output matmul; results are
  * copied back after the step synchronizes. */
 static strata_err head(st_cuda_runner *r, const st_weight *out_w, const uint8_t *base, const part_layout *pl,
@@ -653,7 +645,7 @@ static strata_err head(st_cuda_runner *r, const st_weight *out_w, const uint8_t 
     for (int s = 0; s < n_seqs; s++) {
         *any_logits = *any_logits || seqs[s].logits != NULL;
         for (int t = 0; t < seqs[s].n; t++, row++) {
-            if (wants_row(&seqs[s], t)) {
+            if (st_batch_wants_row(&seqs[s], t)) {
                 r->out_row_idx[n_out++] = row;
             }
         }
@@ -716,7 +708,7 @@ static void hand_back(st_cuda_runner *r, st_batch_seq *seqs, int n_seqs)
     for (int s = 0; s < n_seqs; s++) {
         st_batch_seq *q = &seqs[s];
         for (int t = 0; t < q->n; t++) {
-            if (!wants_row(q, t)) {
+            if (!st_batch_wants_row(q, t)) {
                 continue;
             }
             if (q->embd != NULL) {

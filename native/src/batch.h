@@ -41,4 +41,8 @@ int st_runner_max_tokens(const st_runner *r);
 strata_err st_forward_batch(st_runner *r, const st_part_source *src, st_batch_seq *seqs, int n_seqs,
                             strata_error *err);
 
+/* True if token t of q wants its output row (logits or embedding) after the
+ * head: the CPU and GPU passes gather the same rows. */
+bool st_batch_wants_row(const st_batch_seq *q, int t);
+
 #endif

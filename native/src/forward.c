@@ -522,7 +522,7 @@ static strata_err check_batch(const st_runner *r, const st_batch_seq *seqs, int 
     return STRATA_OK;
 }
 
-static bool wants_row(const st_batch_seq *q, int t)
+bool st_batch_wants_row(const st_batch_seq *q, int t)
 {
     if (q->embd != NULL || (q->logits != NULL && q->all_logits)) {
         return true;
@@ -540,7 +540,7 @@ static strata_err head_step(st_runner *r, const st_part_view *head, st_batch_seq
     int row = 0;
     for (int s = 0; s < n_seqs; s++) {
         for (int t = 0; t < seqs[s].n; t++, row++) {
-            if (wants_row(&seqs[s], t)) {
+            if (st_batch_wants_row(&seqs[s], t)) {
                 r->out_row_idx[n_out++] = row;
             }
         }
@@ -573,7 +573,7 @@ static strata_err head_step(st_runner *r, const st_part_view *head, st_batch_seq
     for (int s = 0; s < n_seqs; s++) {
         st_batch_seq *q = &seqs[s];
         for (int t = 0; t < q->n; t++, row++) {
-            if (!wants_row(q, t)) {
+            if (!st_batch_wants_row(q, t)) {
                 continue;
             }
             if (q->embd != NULL) {
