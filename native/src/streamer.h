@@ -56,6 +56,11 @@ void st_streamer_source(st_streamer *s, st_part_source *out);
 int st_streamer_n_parts(const st_streamer *s);
 void st_streamer_stats(st_streamer *s, int idx, st_part_stats *out);
 void st_streamer_reset_stats(st_streamer *s);
+/* The streamer behind a part source, or NULL when it is not one. */
+st_streamer *st_streamer_of(const st_part_source *src);
+/* Public counters of every part (min(cap, parts) filled), zeroed after when
+ * reset; returns the number of parts. */
+size_t st_streamer_snapshot(st_streamer *s, strata_stream_stats *out, size_t cap, bool reset);
 /* Layout: resident parts (a prefix of the cycle), ring slots and the bytes
  * they take. */
 void st_streamer_layout(const st_streamer *s, int *n_resident, int *n_slots, uint64_t *resident_bytes,
