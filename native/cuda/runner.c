@@ -167,6 +167,12 @@ typedef struct {
     int state;
     void *dev;          /* resident bytes */
     size_t bytes;
+    /* resident parts: what the step needs besides the device bytes (types and
+     * shapes; host pointers in them are stale), so later steps need not
+     * acquire the part from its source at all */
+    st_layer layer;
+    st_weight output;
+    part_layout pl;
 } gpu_part;
 
 struct st_cuda_model {
@@ -519,6 +525,11 @@ static strata_err place_part(st_cuda_runner *r, int part, const st_part_view *vi
             }
             gp->state = PART_RESIDENT;
             g->resident_bytes += pl->total;
+            gp->pl = *pl;
+            gp->output = view->output;
+            if (view->layer != NULL) {
+                gp->layer = *view->layer;
+            }
         } else {
             cudaGetLastError(); /* clear a failed cudaMalloc */
         }
@@ -733,6 +744,29 @@ static strata_err run_parts(st_cuda_runner *r, const st_part_source *src, st_bat
     for (int p = 0; p <= L; p++) {
         st_part_view view;
         const int id = p == L ? ST_PART_HEAD(L) : p;
+        /* resident in VRAM: no need to touch the source (a streamer does not
+         * even read it any more, see hold below) */
+        pthread_mutex_lock(&r->g->mu);
+        const gpu_part *gp = &r->g->parts[p];
+        const bool on_gpu = gp->state == PART_RESIDENT;
+        st_layer lres;
+        st_weight out_res;
+        part_layout pres;
+        if (on_gpu) {
+            lres = gp->layer;
+            out_res = gp->output;
+            pres = gp->pl;
+        }
+        const uint8_t *dres = gp->dev;
+        pthread_mutex_unlock(&r->g->mu);
+        if (on_gpu) {
+            strata_err rc = p < L ? block(r, &lres, dres, &pres, p, n_rows, n_seqs, kv_f16, err)
+                                  : head(r, &out_res, dres, &pres, seqs, n_seqs, n_out, any_logits, err);
+            if (rc != STRATA_OK) {
+                return rc;
+            }
+            continue;
+        }
         strata_err rc = src->acquire(src->user, id, &view, err);
         if (rc != STRATA_OK) {
             return rc;
@@ -750,6 +784,9 @@ static strata_err run_parts(st_cuda_runner *r, const st_part_source *src, st_bat
         src->release(src->user, id);
         if (rc != STRATA_OK) {
             return rc;
+        }
+        if (slot < 0 && src->hold != NULL) {
+            src->hold(src->user, id); /* now in VRAM for good: stop streaming it */
         }
         if (slot >= 0) {
             CK(cudaStreamWaitEvent(r->compute, r->copy_done[slot], 0), "stream wait");

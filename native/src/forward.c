@@ -690,4 +690,5 @@ void st_part_source_resident(strata_model *m, st_part_source *out)
     out->user = m;
     out->acquire = resident_acquire;
     out->release = resident_release;
+    out->hold = NULL;
 }

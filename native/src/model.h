@@ -81,6 +81,10 @@ typedef struct st_part_source {
     strata_err (*acquire)(void *user, int part, st_part_view *view, strata_error *err);
     /* The step is done with `part`: a streamer may drop it. */
     void (*release)(void *user, int part);
+    /* NULL, or: the consumer keeps its own copy of `part` from now on (a GPU
+     * holding the layer in VRAM) and will not acquire it again, so a
+     * streamer stops reading it from disk. */
+    void (*hold)(void *user, int part);
 } st_part_source;
 
 struct st_hparams {

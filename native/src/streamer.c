@@ -60,6 +60,7 @@ struct st_streamer {
     int n_slots;
     size_t slot_cap;
     int next;               /* position in streamed[] the reader loads next */
+    bool *held;             /* (n_parts) taken out of the cycle by hold(): never read again */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -426,6 +427,18 @@ static strata_err stream_acquire(void *user, int part, st_part_view *view, strat
     }
     const double t0 = st_now_ms();
     pthread_mutex_lock(&s->mu);
+    if (s->held[idx]) {
+        /* held, yet asked for (another runner raced the hold): back into
+         * the cycle, in part order, and read as usual */
+        s->held[idx] = false;
+        int j = 0;
+        while (j < s->n_streamed && s->streamed[j] < idx) {
+            j++;
+        }
+        memmove(s->streamed + j + 1, s->streamed + j, (size_t)(s->n_streamed - j) * sizeof(int));
+        s->streamed[j] = idx;
+        s->n_streamed++;
+    }
     slot *got = NULL;
     strata_err rc = STRATA_OK;
     bool restarted = false;
@@ -494,6 +507,48 @@ static void stream_release(void *user, int part)
         }
     }
     pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The consumer keeps `part` (e.g. in VRAM): drop it from the read cycle and
+ * from the ring, so the reader never reads it again. */
+static void stream_hold(void *user, int part)
+{
+    st_streamer *s = user;
+    const int idx = st_store_part_index(s->store, part);
+    if (idx < 0) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (!s->held[idx] && !s->resident[idx].loaded) {
+        s->held[idx] = true;
+        for (int j = 0; j < s->n_streamed; j++) {
+            if (s->streamed[j] != idx) {
+                continue;
+            }
+            memmove(s->streamed + j, s->streamed + j + 1, (size_t)(s->n_streamed - j - 1) * sizeof(int));
+            s->n_streamed--;
+            if (s->next > j) {
+                s->next--;
+            }
+            if (s->next >= s->n_streamed) {
+                s->next = 0;
+            }
+            break;
+        }
+        for (int k = 0; k < s->n_slots; k++) {
+            slot *sl = &s->slots[k];
+            if (sl->idx != idx) {
+                continue;
+            }
+            if (sl->state == SLOT_READY || sl->state == SLOT_ERROR) {
+                sl->state = SLOT_FREE;
+            } else if (sl->state == SLOT_LOADING) {
+                sl->stale = true;
+            }
+        }
+        pthread_cond_broadcast(&s->cv);
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -572,10 +627,11 @@ strata_err st_streamer_new(st_store *store, const st_hparams *hp, const st_strea
     pthread_cond_init(&s->cv, NULL);
     s->resident = st_calloc((size_t)s->n_parts, sizeof(part_data));
     s->streamed = st_calloc((size_t)s->n_parts, sizeof(int));
+    s->held = st_calloc((size_t)s->n_parts, sizeof(bool));
     s->stats = st_calloc((size_t)s->n_parts, sizeof(st_part_stats));
     s->acquired_at = st_calloc((size_t)s->n_parts, sizeof(double));
     s->verified = st_calloc((size_t)s->n_parts, sizeof(bool));
-    if (s->resident == NULL || s->streamed == NULL || s->stats == NULL || s->acquired_at == NULL ||
+    if (s->resident == NULL || s->streamed == NULL || s->held == NULL || s->stats == NULL || s->acquired_at == NULL ||
         s->verified == NULL) {
         st_streamer_free(s);
         return st_error(err, STRATA_ERR_NOMEM, "out of memory");
@@ -661,6 +717,7 @@ void st_streamer_free(st_streamer *s)
         free(s->resident);
     }
     free(s->streamed);
+    free(s->held);
     free(s->stats);
     free(s->acquired_at);
     free(s->verified);
@@ -677,6 +734,7 @@ void st_streamer_source(st_streamer *s, st_part_source *out)
     out->user = s;
     out->acquire = stream_acquire;
     out->release = stream_release;
+    out->hold = stream_hold;
 }
 
 int st_streamer_n_parts(const st_streamer *s)

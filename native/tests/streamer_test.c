@@ -221,6 +221,50 @@ static void test_counters(const char *dir)
     st_model_close_streamed(m, s);
 }
 
+/* hold(): a part the consumer keeps (GPU) leaves the read cycle; asking for
+ * it again anyway puts it back and works. */
+static void test_hold(const char *dir)
+{
+    strata_error err = {0};
+    st_stream_opts o;
+    st_stream_opts_default(&o);
+    strata_model *m;
+    st_streamer *s;
+    CHECK(st_model_open_streamed(dir, NULL, &o, &m, &s, &err) == STRATA_OK);
+    CHECK(m->source.hold != NULL);
+    const int L = m->hp.n_layers;
+    const int held = 1, idx = held + 1; /* store index: embeddings first */
+    for (int p = 0; p <= L; p++) {
+        st_part_view v;
+        CHECK(m->source.acquire(m->source.user, p, &v, &err) == STRATA_OK);
+        m->source.release(m->source.user, p);
+    }
+    m->source.hold(m->source.user, held);
+    st_part_stats before, after, other;
+    st_streamer_stats(s, idx, &before);
+    for (int pass = 0; pass < 3; pass++) {
+        for (int p = 0; p <= L; p++) {
+            if (p == held) {
+                continue;
+            }
+            st_part_view v;
+            CHECK_MSG(m->source.acquire(m->source.user, p, &v, &err) == STRATA_OK, "%s", err.msg);
+            m->source.release(m->source.user, p);
+        }
+    }
+    st_streamer_stats(s, idx, &after);
+    st_streamer_stats(s, idx + 1, &other);
+    /* at most a read that was already under way when hold() came */
+    CHECK_MSG(after.loads <= before.loads + 1, "held part read %llu more times",
+              (unsigned long long)(after.loads - before.loads));
+    CHECK(other.loads >= 3);
+    st_part_view v;
+    CHECK_MSG(m->source.acquire(m->source.user, held, &v, &err) == STRATA_OK, "%s", err.msg);
+    CHECK(v.layer != NULL && v.layer->wq.data != NULL);
+    m->source.release(m->source.user, held);
+    st_model_close_streamed(m, s);
+}
+
 static float rel_rms(const float *a, const float *ref, size_t n)
 {
     double num = 0, den = 0;
@@ -613,6 +657,7 @@ int main(void)
     CHECK(test_mkmodel("--arch qwen3 --type Q4_K_M --dim 256 --layers 2 --heads 4 --kv-heads 2 --ff 512", q3));
     test_identical(q3, P("/qwen3.store"), "qwen3 Q4_K_M");
     test_counters(P("/q8.store"));
+    test_hold(P("/q8.store"));
     test_public_api(q8);
     test_in_place(q8, qw);
     test_in_place(q3, qw);
