@@ -95,7 +95,7 @@ strata_err st_backend_init(strata_model *m, const strata_model_params *p, strata
     if (rc != STRATA_OK) {
         return rc;
     }
-    char why[384] = "";
+    char why[640] = "";
     if (want == STRATA_BACKEND_CPU) {
         snprintf(why, sizeof(why), "%s", from);
     } else {
@@ -115,18 +115,24 @@ strata_err st_backend_init(strata_model *m, const strata_model_params *p, strata
             snprintf(why, sizeof(why), "%s: the GPU kernels lack %s", from, bad);
         } else {
             st_cuda_model *g = NULL;
-            rc = st_cuda_model_new(m, p != NULL ? p->vram_budget : 0, &g, err);
-            if (rc != STRATA_OK) {
-                return rc;
+            strata_error gerr = {0};
+            if (st_cuda_model_new(m, p != NULL ? p->vram_budget : 0, &g, &gerr) != STRATA_OK) {
+                if (want == STRATA_BACKEND_CUDA) {
+                    return st_error(err, gerr.code, "%s", gerr.msg);
+                }
+                /* auto: the device is there but cannot be set up (busy in
+                 * exclusive mode, out of memory, ...): run on the CPU */
+                snprintf(why, sizeof(why), "%s: %s", from, gerr.msg);
+            } else {
+                m->gpu = g;
+                m->backend = STRATA_BACKEND_CUDA;
+                snprintf(m->device_name, sizeof(m->device_name), "%s", name);
+                if (log_enabled()) {
+                    fprintf(stderr, "strata: backend cuda on %s (%.1f GiB) (%s)\n", name,
+                            (double)total / (1 << 30), from);
+                }
+                return STRATA_OK;
             }
-            m->gpu = g;
-            m->backend = STRATA_BACKEND_CUDA;
-            snprintf(m->device_name, sizeof(m->device_name), "%s", name);
-            if (log_enabled()) {
-                fprintf(stderr, "strata: backend cuda on %s (%.1f GiB) (%s)\n", name, (double)total / (1 << 30),
-                        from);
-            }
-            return STRATA_OK;
         }
 #else
         if (want == STRATA_BACKEND_CUDA) {

@@ -72,6 +72,15 @@ void st_sched_req_finish(st_sched *s, st_req *r, strata_err rc, const strata_err
             }
         }
     }
+    if (ok && r->d.kind == ST_REQ_GENERATE && r->res.text == NULL) {
+        /* finished before any text was set up (cancelled in prefill) */
+        r->res.text = strdup("");
+        if (r->res.text == NULL) {
+            rc = STRATA_ERR_NOMEM;
+            ok = false;
+            st_error(&r->res.err, rc, "out of memory");
+        }
+    }
     r->res.rc = rc;
     if (!ok && e != NULL && e != &r->res.err) {
         r->res.err = *e;

@@ -412,6 +412,23 @@ static void restart_at(st_streamer *s, int idx)
     pthread_cond_broadcast(&s->cv);
 }
 
+/* A held part asked for anyway (a runner that raced the hold): back into
+ * the cycle, in part order, to be read as usual. Called with mu held. */
+static void unhold(st_streamer *s, int idx)
+{
+    s->held[idx] = false;
+    int j = 0;
+    while (j < s->n_streamed && s->streamed[j] < idx) {
+        j++;
+    }
+    memmove(s->streamed + j + 1, s->streamed + j, (size_t)(s->n_streamed - j) * sizeof(int));
+    s->streamed[j] = idx;
+    if (s->n_streamed > 0 && j <= s->next) {
+        s->next++; /* the reader keeps its place in the cycle */
+    }
+    s->n_streamed++;
+}
+
 static strata_err stream_acquire(void *user, int part, st_part_view *view, strata_error *err)
 {
     st_streamer *s = user;
@@ -427,22 +444,13 @@ static strata_err stream_acquire(void *user, int part, st_part_view *view, strat
     }
     const double t0 = st_now_ms();
     pthread_mutex_lock(&s->mu);
-    if (s->held[idx]) {
-        /* held, yet asked for (another runner raced the hold): back into
-         * the cycle, in part order, and read as usual */
-        s->held[idx] = false;
-        int j = 0;
-        while (j < s->n_streamed && s->streamed[j] < idx) {
-            j++;
-        }
-        memmove(s->streamed + j + 1, s->streamed + j, (size_t)(s->n_streamed - j) * sizeof(int));
-        s->streamed[j] = idx;
-        s->n_streamed++;
-    }
     slot *got = NULL;
     strata_err rc = STRATA_OK;
     bool restarted = false;
     while (got == NULL && rc == STRATA_OK) {
+        if (s->held[idx]) {
+            unhold(s, idx); /* also when the hold came while we waited */
+        }
         slot *found = NULL;
         bool any_free = false;
         for (int k = 0; k < s->n_slots; k++) {

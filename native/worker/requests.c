@@ -191,6 +191,9 @@ void finish_locked(worker *w, wreq *r)
         wreq_free(r);
     } else if (r->poller != NULL) {
         answer_poll(w, r);
+    } else if (r->orphan) {
+        wreq_unlink(w, r); /* nobody left to collect it */
+        wreq_free(r);
     }
 }
 
@@ -289,12 +292,19 @@ void cancel_pipe_locked(worker *w, uint32_t pipe_id)
         if (r->pipe != pipe_id) {
             continue;
         }
-        if (!r->done && !r->cancel) {
-            r->cancel = 1;
-            w->n_cancelled_pipe++;
-        } else if (r->poller == NULL) {
-            wreq_unlink(w, r); /* a finished result nobody can collect now */
-            wreq_free(r);
+        if (r->done) {
+            if (r->poller == NULL) {
+                wreq_unlink(w, r); /* a finished result nobody can collect now */
+                wreq_free(r);
+            }
+        } else {
+            /* the scheduler still holds a running record: cancel it and let
+             * finish_locked free it */
+            r->orphan = true;
+            if (!r->cancel) {
+                r->cancel = 1;
+                w->n_cancelled_pipe++;
+            }
         }
     }
 }

@@ -42,6 +42,7 @@ typedef struct wreq {
     char *buf;               /* streamed text so far */
     size_t len, cap;
     bool done;
+    bool orphan;             /* its client connection closed: free it when done */
     bool ok;
     json_t *body;            /* result when ok */
     const char *err_code;
