@@ -59,10 +59,21 @@ async function cdp(wsUrl) {
   let nextId = 1;
   const pending = new Map();
   const listeners = [];
+  // a socket error or close fails whatever still waits for an answer
+  const failAll = (why) => {
+    for (const { rej, method, timer } of pending.values()) {
+      clearTimeout(timer);
+      rej(new Error(`${method}: ${why}`));
+    }
+    pending.clear();
+  };
+  sock.on('error', (e) => failAll(`DevTools socket error: ${e.message}`));
+  sock.on('close', () => failAll('DevTools socket closed'));
   sock.on('message', (data) => {
     const msg = JSON.parse(data.toString());
     if (msg.id !== undefined && pending.has(msg.id)) {
-      const { res, rej, method } = pending.get(msg.id);
+      const { res, rej, method, timer } = pending.get(msg.id);
+      clearTimeout(timer);
       pending.delete(msg.id);
       if (msg.error) {
         rej(new Error(`${method}: ${msg.error.message}`));
@@ -80,13 +91,13 @@ async function cdp(wsUrl) {
       const id = nextId++;
       sock.send(JSON.stringify({ id, method, params }));
       return new Promise((res, rej) => {
-        pending.set(id, { res, rej, method });
-        setTimeout(() => {
+        const timer = setTimeout(() => {
           if (pending.has(id)) {
             pending.delete(id);
             rej(new Error(`${method}: no answer within 30 s`));
           }
         }, 30000);
+        pending.set(id, { res, rej, method, timer });
       });
     },
     on(fn) {

@@ -96,13 +96,13 @@ const greedyGenerate = () => strataNode({ mode: 'embedded', modelPath: MODEL, op
 
 t.test('node: Generate and Chat send their tokens as chunks when the execution streams', async (t) => {
   const expected = await greedyGenerate();
-  const run = async (params, { fail = false } = {}) => {
+  const run = async (params, { fail = false, cof = false } = {}) => {
     const chunks = [];
     const ctx = {
       getInputData: () => [{ json: {} }],
       getNodeParameter: (name, _i, fallback) => (name in params ? params[name] : fallback),
       getNode: () => NODE,
-      continueOnFail: () => false,
+      continueOnFail: () => cof,
       getExecutionCancelSignal: () => undefined,
       isStreaming: () => true,
       sendChunk: async (type, itemIndex, content) => {
@@ -127,8 +127,13 @@ t.test('node: Generate and Chat send their tokens as chunks when the execution s
 
   const bad = await run({ mode: 'embedded', modelPath: '/nonexistent/strata.gguf', operation: 'generate', prompt: PROMPT, options: OPTIONS }, { fail: true });
   t.match(bad.out.message, /model file not found/);
-  t.same(bad.chunks.map((c) => c.type), ['begin', 'error']);
-  t.match(bad.chunks[1].content, /model file not found/);
+  // the node fails: n8n sends the "error" chunk itself, the node must not add a second one
+  t.same(bad.chunks.map((c) => c.type), ['begin']);
+  // under Continue On Fail the node does not fail: it closes the stream with the error
+  const badCof = await run({ mode: 'embedded', modelPath: '/nonexistent/strata.gguf', operation: 'generate', prompt: PROMPT, options: OPTIONS }, { cof: true });
+  t.match(badCof.out[0][0].json.error, /model file not found/);
+  t.same(badCof.chunks.map((c) => c.type), ['begin', 'error']);
+  t.match(badCof.chunks[1].content, /model file not found/);
 
   // other operations never stream
   const rules = await run({ mode: 'embedded', modelPath: MODEL, operation: 'moderate', message: 'hi', scorer: 'rules', options: OPTIONS });

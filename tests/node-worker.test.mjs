@@ -163,7 +163,7 @@ t.test('a tls+tcp:// worker: the credential carries the CA (test + Generate); wi
   t.ok(g.json.text.length > 0, 'Generate over TLS');
   const noCa = await test.call({}, { id: '1', name: 'w', type: 'strataWorkerApi', data: { baseUrl: tlsUrl, token: TOKEN } });
   t.equal(noCa.status, 'Error');
-  t.match(noCa.message, /ca/i, 'names the missing CA');
+  t.match(noCa.message, /TLS option 'ca'/, 'names the missing CA');
 });
 
 t.test('worker down: Match Score falls back to rules, Generate fails per item', async (t) => {

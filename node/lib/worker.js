@@ -229,6 +229,10 @@ class WorkerClient {
    */
   async #submitAndPoll(op, fields, timeoutMs, signal, onText, onRequestId) {
     const start = await this.request(op, fields);
+    if (start.rid === undefined) {
+      // a worker that does not know async/stream ran it at once: the reply is the result
+      return start;
+    }
     const rid = start.rid;
     let cancelled = false;
     const cancel = () => {

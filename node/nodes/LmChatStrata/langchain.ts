@@ -70,7 +70,9 @@ function packageDir(from: string, name: string): string | undefined {
 	for (const dir of req.resolve.paths(name) ?? []) {
 		const manifest = path.join(dir, name, 'package.json');
 		if (fs.existsSync(manifest)) {
-			return path.dirname(manifest);
+			// the real path: in a pnpm layout a package's own dependencies sit
+			// beside its real folder, not beside the symlink
+			return fs.realpathSync(path.dirname(manifest));
 		}
 	}
 	return undefined;

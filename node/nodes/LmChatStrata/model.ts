@@ -70,6 +70,7 @@ function build(core: LangChainCore): StrataChatModelCtor {
 			let wake: (() => void) | null = null;
 			let done = false;
 			let failure: unknown = null;
+			let yielded = false;
 			const running = this.runChat(toChatMessages(messages), {
 				signal,
 				stop: options?.stop,
@@ -93,6 +94,7 @@ function build(core: LangChainCore): StrataChatModelCtor {
 				for (;;) {
 					while (pieces.length > 0) {
 						const text = pieces.shift() as string;
+						yielded = true;
 						yield new core.ChatGenerationChunk({ text, message: new core.AIMessageChunk({ content: text }) });
 						await runManager?.handleLLMNewToken(text);
 					}
@@ -106,6 +108,10 @@ function build(core: LangChainCore): StrataChatModelCtor {
 				}
 				if (failure !== null) {
 					throw failure;
+				}
+				if (!yielded) {
+					// nothing generated (end of text at once): LangChain wants at least one chunk
+					yield new core.ChatGenerationChunk({ text: '', message: new core.AIMessageChunk({ content: '' }) });
 				}
 			} finally {
 				if (!done) {

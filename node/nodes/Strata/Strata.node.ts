@@ -62,7 +62,8 @@ function chatMessages(value: unknown): ChatMessage[] {
 /**
  * Generate and Chat when the execution streams (a Webhook whose Response
  * Mode is Streaming): each generated piece goes out as an n8n "item" chunk
- * between "begin" and "end" (on failure: "error"), in order, as it comes.
+ * between "begin" and "end" (on failure: "error", sent by n8n for a failed
+ * node, by us under Continue On Fail), in order, as it comes.
  * Otherwise just run.
  */
 async function streamed<T>(fn: IExecuteFunctions, itemIndex: number, ctx: ops.OperationContext, run: () => Promise<T>): Promise<T> {
@@ -86,7 +87,9 @@ async function streamed<T>(fn: IExecuteFunctions, itemIndex: number, ctx: ops.Op
 		send('end');
 		return result;
 	} finally {
-		if (failure !== undefined) {
+		// n8n itself sends the "error" chunk of a failed node; with Continue
+		// On Fail the node does not fail, so the stream is closed here
+		if (failure !== undefined && fn.continueOnFail()) {
 			send('error', failure);
 		}
 		ctx.onToken = undefined;

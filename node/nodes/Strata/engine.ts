@@ -381,7 +381,11 @@ function workerError(url: string, err: unknown): Error {
 	if (e.code === 'STRATA_ERR_AUTH') {
 		text = `Strata worker at ${url} refused the token (check the credential's Auth Token): ${detail}`;
 	} else if (e.code === 'STRATA_ERR_TIMEOUT') {
-		text = `Strata worker at ${url} did not answer (is it running and reachable?): ${detail}`;
+		text = url.startsWith('tls+tcp://')
+			? `Strata worker at ${url} did not answer (is it running and reachable, or did the TLS handshake fail? ` +
+				"check the credential's TLS CA Certificate, the name or IP in the worker's certificate, and the client " +
+				`certificate if the worker requires one): ${detail}`
+			: `Strata worker at ${url} did not answer (is it running and reachable?): ${detail}`;
 	} else {
 		text = `Strata worker at ${url}: ${detail}`;
 	}
