@@ -651,16 +651,11 @@ static strata_err head(st_cuda_runner *r, const st_weight *out_w, const uint8_t 
     const st_hparams *hp = &r->m->hp;
     const int n_embd = hp->n_embd;
     const size_t rowb = (size_t)n_embd * sizeof(float);
-    int n_out = 0, row = 0;
     *any_logits = false;
     for (int s = 0; s < n_seqs; s++) {
         *any_logits = *any_logits || seqs[s].logits != NULL;
-        for (int t = 0; t < seqs[s].n; t++, row++) {
-            if (st_batch_wants_row(&seqs[s], t)) {
-                r->out_row_idx[n_out++] = row;
-            }
-        }
     }
+    const int n_out = st_batch_out_rows(seqs, n_seqs, r->out_row_idx);
     *n_out_ret = n_out;
     if (n_out == 0) {
         return STRATA_OK;
@@ -710,29 +705,6 @@ static strata_err head(st_cuda_runner *r, const st_weight *out_w, const uint8_t 
            "copy embeddings");
     }
     return STRATA_OK;
-}
-
-static void hand_back(st_cuda_runner *r, st_batch_seq *seqs, int n_seqs)
-{
-    const st_hparams *hp = &r->m->hp;
-    int i = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        st_batch_seq *q = &seqs[s];
-        for (int t = 0; t < q->n; t++) {
-            if (!st_batch_wants_row(q, t)) {
-                continue;
-            }
-            if (q->embd != NULL) {
-                memcpy(q->embd + (size_t)t * hp->n_embd, r->h_embd + (size_t)i * hp->n_embd,
-                       (size_t)hp->n_embd * sizeof(float));
-            }
-            if (q->logits != NULL && (q->all_logits || t == q->n - 1)) {
-                float *dst = q->logits + (q->all_logits ? (size_t)t * hp->n_vocab : 0);
-                memcpy(dst, r->h_logits + (size_t)i * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
-            }
-            i++;
-        }
-    }
 }
 
 /* All parts of one step; parts are acquired and released in cycle order
@@ -875,7 +847,7 @@ strata_err st_cuda_forward_batch(st_cuda_runner *r, const st_part_source *src, s
     CK(e1, "step");
     CK(e2, "step copies");
     if (n_out > 0) {
-        hand_back(r, seqs, n_seqs);
+        st_batch_hand_back(seqs, n_seqs, r->h_embd, r->h_logits, hp->n_embd, hp->n_vocab);
     }
     return STRATA_OK;
 }

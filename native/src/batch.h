@@ -41,8 +41,15 @@ int st_runner_max_tokens(const st_runner *r);
 strata_err st_forward_batch(st_runner *r, const st_part_source *src, st_batch_seq *seqs, int n_seqs,
                             strata_error *err);
 
-/* True if token t of q wants its output row (logits or embedding) after the
- * head: the CPU and GPU passes gather the same rows. */
-bool st_batch_wants_row(const st_batch_seq *q, int t);
+/* The stacked rows (row numbers over all sequences' tokens) that want an
+ * output after the head (logits or an embedding), in order, into idx;
+ * returns how many. The CPU and GPU passes gather the same rows. */
+int st_batch_out_rows(const st_batch_seq *seqs, int n_seqs, int *idx);
+/* Copy the head's outputs back: row i of embd_rows (normed hidden states,
+ * n_embd floats) and of logit_rows (n_vocab floats) belong to the i-th
+ * output row of st_batch_out_rows. logit_rows may be NULL when no sequence
+ * asked for logits. */
+void st_batch_hand_back(st_batch_seq *seqs, int n_seqs, const float *embd_rows, const float *logit_rows, int n_embd,
+                        int n_vocab);
 
 #endif

@@ -522,12 +522,47 @@ static strata_err check_batch(const st_runner *r, const st_batch_seq *seqs, int 
     return STRATA_OK;
 }
 
-bool st_batch_wants_row(const st_batch_seq *q, int t)
+static bool wants_row(const st_batch_seq *q, int t)
 {
     if (q->embd != NULL || (q->logits != NULL && q->all_logits)) {
         return true;
     }
     return q->logits != NULL && t == q->n - 1;
+}
+
+int st_batch_out_rows(const st_batch_seq *seqs, int n_seqs, int *idx)
+{
+    int n_out = 0, row = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        for (int t = 0; t < seqs[s].n; t++, row++) {
+            if (wants_row(&seqs[s], t)) {
+                idx[n_out++] = row;
+            }
+        }
+    }
+    return n_out;
+}
+
+void st_batch_hand_back(st_batch_seq *seqs, int n_seqs, const float *embd_rows, const float *logit_rows, int n_embd,
+                        int n_vocab)
+{
+    int i = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        st_batch_seq *q = &seqs[s];
+        for (int t = 0; t < q->n; t++) {
+            if (!wants_row(q, t)) {
+                continue;
+            }
+            if (q->embd != NULL) {
+                memcpy(q->embd + (size_t)t * n_embd, embd_rows + (size_t)i * n_embd, (size_t)n_embd * sizeof(float));
+            }
+            if (q->logits != NULL && (q->all_logits || t == q->n - 1)) {
+                float *dst = q->logits + (q->all_logits ? (size_t)t * n_vocab : 0);
+                memcpy(dst, logit_rows + (size_t)i * n_vocab, (size_t)n_vocab * sizeof(float));
+            }
+            i++;
+        }
+    }
 }
 
 /* Final norm and output matmul for the rows that want logits or embeddings. */
@@ -536,15 +571,7 @@ static strata_err head_step(st_runner *r, const st_part_view *head, st_batch_seq
 {
     const st_hparams *hp = &r->model->hp;
     const int n_embd = hp->n_embd;
-    int n_out = 0;
-    int row = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        for (int t = 0; t < seqs[s].n; t++, row++) {
-            if (st_batch_wants_row(&seqs[s], t)) {
-                r->out_row_idx[n_out++] = row;
-            }
-        }
-    }
+    const int n_out = st_batch_out_rows(seqs, n_seqs, r->out_row_idx);
     if (n_out == 0) {
         return STRATA_OK;
     }
@@ -567,25 +594,7 @@ static strata_err head_step(st_runner *r, const st_part_view *head, st_batch_seq
     if (any_logits) {
         matmul1(r, r->xn, n_out, &head->output, r->out_rows);
     }
-    /* hand rows back to their sequences */
-    int i = 0;
-    row = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        st_batch_seq *q = &seqs[s];
-        for (int t = 0; t < q->n; t++, row++) {
-            if (!st_batch_wants_row(q, t)) {
-                continue;
-            }
-            if (q->embd != NULL) {
-                memcpy(q->embd + (size_t)t * n_embd, r->xn + (size_t)i * n_embd, (size_t)n_embd * sizeof(float));
-            }
-            if (q->logits != NULL && (q->all_logits || t == q->n - 1)) {
-                float *dst = q->logits + (q->all_logits ? (size_t)t * hp->n_vocab : 0);
-                memcpy(dst, r->out_rows + (size_t)i * hp->n_vocab, (size_t)hp->n_vocab * sizeof(float));
-            }
-            i++;
-        }
-    }
+    st_batch_hand_back(seqs, n_seqs, r->xn, r->out_rows, n_embd, hp->n_vocab);
     return STRATA_OK;
 }
 
