@@ -142,6 +142,21 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls fn every intervalMs until it returns something truthy (that value), or throws after timeoutMs. */
+export async function waitFor(what, fn, timeoutMs = 60000, intervalMs = 500) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) {
+      return v;
+    }
+    if (Date.now() - t0 > timeoutMs) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
 // ---------------------------------------------------------------- redis ---
 
 function encodeCommand(args) {

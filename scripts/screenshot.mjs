@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { N8N_DIR, ROOT, bundledWorkflows, launch, stopProcess } from './n8n-runtime.mjs';
+import { N8N_DIR, ROOT, bundledWorkflows, launch, stopProcess, waitFor } from './n8n-runtime.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -115,20 +115,6 @@ async function evaluate(client, expression) {
     throw new Error(`page script failed: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
   }
   return r.result.value;
-}
-
-async function waitFor(what, fn, timeoutMs = 60000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) {
-      return v;
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await sleep(500);
-  }
 }
 
 /** Owner set-up (a fresh n8n) and login: the n8n-auth cookie's value. */

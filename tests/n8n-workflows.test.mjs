@@ -40,6 +40,7 @@ import {
   ensureN8n,
   launch,
   redisCommand,
+  waitFor,
 } from '../scripts/n8n-runtime.mjs';
 import { USERS, startSkillSwapFixture } from './fixtures/skillswap-api.mjs';
 
@@ -50,7 +51,6 @@ ensureBuilt({ native: false });
 
 const MODEL = DEFAULT_MODEL;
 const KEY = 'test-key-workflows-0123';
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const load = (f) => JSON.parse(readFileSync(path.join(ROOT, 'workflows', f), 'utf8'));
 
 /** The queue with a 2 s consumer schedule and a 1 s backoff base. */
@@ -102,20 +102,6 @@ async function call(method, url, body, headers = { [WEBHOOK_HEADER]: KEY }) {
     // not JSON
   }
   return { status: r.status, text, json };
-}
-
-async function waitFor(what, fn, timeoutMs = 60000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) {
-      return v;
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await sleep(300);
-  }
 }
 
 t.test('workflows/*.json: well formed, and everything they reference is bundled', async (t) => {
