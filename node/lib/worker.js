@@ -259,11 +259,13 @@ class WorkerClient {
     try {
       let offset = 0;
       for (;;) {
-        // the poll is held up to 1 s by the worker: give the transport more
+        // the worker holds a poll up to 1 s; a poll unanswered for 10 s more
+        // means the worker is gone (a poll sent after it died would
+        // otherwise wait for the whole request timeout)
         let r;
         try {
           r = await this.request('poll', { rid, offset, wait_ms: 1000 }, {
-            timeoutMs: Math.max(Math.min(this.#timeoutMs, deadline - Date.now() + 5000), 5000),
+            timeoutMs: Math.max(Math.min(this.#timeoutMs, deadline - Date.now() + 5000, 11000), 5000),
           });
         } catch (err) {
           cancel(); // we stop waiting: the worker should stop working
