@@ -15,10 +15,6 @@
 #include <math.h>
 #include <string.h>
 
-static inline float h2f(st_half h)
-{
-    return st_fp16_to_fp32(h);
-}
 
 /* --------------------------------------------------------- quantization -- */
 
@@ -301,11 +297,11 @@ static void quantize_kx_scales(const float *x, int nmax, float rmin, int nstep, 
     uint8_t sc, m;
     for (int j = 0; j < QK_K / 32; ++j) {
         st_k4_scale_min(j, scales_out, &sc, &m);
-        const float d = h2f(*d_out) * sc;
+        const float d = st_fp16_to_fp32(*d_out) * sc;
         if (!d) {
             continue;
         }
-        const float dm = h2f(*dmin_out) * m;
+        const float dm = st_fp16_to_fp32(*dmin_out) * m;
         for (int ii = 0; ii < 32; ++ii) {
             int l = nearest_int((x[32 * j + ii] + dm) / d);
             l = ST_MAX(0, ST_MIN(nmax, l));
@@ -392,7 +388,7 @@ static void quantize_q6_K_ref(const float *x, block_q6_K *y, int64_t k)
             y[i].scales[ib] = (int8_t)ST_MIN(127, nearest_int(iscale * scales[ib]));
         }
         for (int j = 0; j < QK_K / 16; ++j) {
-            float d = h2f(y[i].d) * y[i].scales[j];
+            float d = st_fp16_to_fp32(y[i].d) * y[i].scales[j];
             if (!d) {
                 continue;
             }
