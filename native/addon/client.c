@@ -23,6 +23,7 @@
  * through one threadsafe function per request. The client's in-flight list is
  * guarded by its mutex (the pipe-removal callback walks it). */
 #include "addon.h"
+#include "common.h"
 
 #ifdef STRATA_NO_WORKER_CLIENT
 /* Built without nng: the functions exist and say why they cannot work. */
@@ -261,12 +262,6 @@ static bool unwrap_client(napi_env env, napi_value v, wclient **out)
     return true;
 }
 
-static bool is_tls_url(const char *url)
-{
-    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "tls+tcp4://", 11) == 0 ||
-           strncmp(url, "tls+tcp6://", 11) == 0;
-}
-
 typedef struct tls_opts {
     char *ca, *cert, *key, *server_name;
     bool insecure;
@@ -359,7 +354,7 @@ static bool read_tls_opts(napi_env env, napi_value v, const char *url, tls_opts 
     if ((t->cert == NULL) != (t->key == NULL)) {
         return addon_throw_type(env, "strata worker: TLS options 'cert' and 'key' go together");
     }
-    if (!is_tls_url(url) && (t->ca != NULL || t->cert != NULL || t->insecure)) {
+    if (!st_url_is_tls(url) && (t->ca != NULL || t->cert != NULL || t->insecure)) {
         return addon_throw_type(env, "strata worker: TLS options need a tls+tcp:// URL");
     }
     return true;
@@ -383,7 +378,7 @@ static napi_value worker_connect(napi_env env, napi_callback_info info)
         return NULL;
     }
     nng_tls_config *tcfg = NULL;
-    if (is_tls_url(url)) {
+    if (st_url_is_tls(url)) {
         char msg[256];
         if (tls.ca == NULL && !tls.insecure) {
             tls_opts_free(&tls);

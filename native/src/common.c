@@ -196,3 +196,9 @@ uint16_t st_fp32_to_bf16(float f)
     }
     return (uint16_t)((x + (0x7fff + ((x >> 16) & 1))) >> 16);
 }
+
+bool st_url_is_tls(const char *url)
+{
+    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "tls+tcp4://", 11) == 0 ||
+           strncmp(url, "tls+tcp6://", 11) == 0;
+}

@@ -4,6 +4,7 @@
 
 #include "strata.h"
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -27,6 +28,10 @@ float st_fp16_to_fp32(uint16_t h);
 uint16_t st_fp32_to_fp16(float f);
 float st_bf16_to_fp32(uint16_t h);
 uint16_t st_fp32_to_bf16(float f);
+
+/* True for an nng TLS URL: tls+tcp://, tls+tcp4:// or tls+tcp6:// (the
+ * worker's listener and the addon's client both configure TLS for these). */
+bool st_url_is_tls(const char *url);
 
 #define ST_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define ST_MAX(a, b) ((a) > (b) ? (a) : (b))

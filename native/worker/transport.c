@@ -2,6 +2,8 @@
  * events (see server_int.h). */
 #include "server_int.h"
 
+#include "common.h"
+
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/tls/tls.h>
 #include <stdio.h>
@@ -132,12 +134,6 @@ static char *read_text(const char *path, strata_error *err)
     return NULL;
 }
 
-static bool is_tls_url(const char *url)
-{
-    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "tls+tcp4://", 11) == 0 ||
-           strncmp(url, "tls+tcp6://", 11) == 0;
-}
-
 /* The TLS configuration of a tls+tcp:// listener: own certificate and key,
  * and with tls_ca a required client certificate signed by that CA. */
 static strata_err tls_config(const worker_opts *o, nng_tls_config **out, strata_error *err)
@@ -189,7 +185,7 @@ static strata_err tls_config(const worker_opts *o, nng_tls_config **out, strata_
 strata_err worker_listen(worker *w, strata_error *err)
 {
     const worker_opts *o = &w->o;
-    bool tls = is_tls_url(o->listen);
+    bool tls = st_url_is_tls(o->listen);
     if (!tls && (o->tls_cert != NULL || o->tls_key != NULL || o->tls_ca != NULL)) {
         return st_error(err, STRATA_ERR_ARG, "--tls-cert, --tls-key and --tls-ca need a tls+tcp:// URL (not %s)",
                         o->listen);
