@@ -2,15 +2,18 @@
 // and peak RSS at memory budgets of 1 layer, 25%, 50% and 100% of the model,
 // streamed-cold throughput as a fraction of the disk-read bound, the speed-up
 // of 8bit / 4bit stores over none, and node-llama-cpp on the same file.
-//   node bench/streaming.mjs [--source Q8_0|F16] [--threads 2] [--pp 16] [--tg 8] [--reps 2] [--no-peer]
+//   node bench/streaming.mjs [--source Q8_0|F16] [--threads 2] [--pp 16] [--tg 8] [--reps 3] [--no-peer]
 // Each configuration runs in its own process (peak RSS = that process's
 // maxRSS, Node's own ~45 MB included: the 'baseline' row). Streamed parts are
-// read with O_DIRECT (or dropped from the page cache), so every pass reads the
-// disk. The disk-read bound is measured with strata_split --read-speed (cache
-// dropped, every part read buffered, with O_DIRECT one request at a time and
-// with 4 in flight; the fastest of those, best of 3 passes):
-// bound tok/s = bandwidth / bytes read per token. Each configuration keeps
-// its best of --reps runs (the machine is shared: runs are noisy).
+// read buffered and dropped from the page cache once read (or, in the
+// O_DIRECT row, bypass it), so every pass reads the disk: the 'disk MiB/token'
+// column is the block-device reads of the run (/proc/self/io read_bytes). The disk-read bound is measured with strata_split --read-speed (cache
+// dropped, every part read buffered and with O_DIRECT, each one request at a
+// time and 4 in flight; the fastest of those) just before and just after each
+// run: bound tok/s = the faster of the two / bytes read per token (the disk
+// of a shared VM drifts by 3x within minutes, so one reading for all rows
+// would measure the drift, not the streamer). Each configuration runs --reps
+// times (default 3): best tok/s, median and range of % of bound.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -69,6 +72,10 @@ async function child(cfg) {
   let logits = await binding.eval(ctx, toks, { logits: true });
   const ppMs = ms() - t1;
   binding.streamStats(model, { reset: true });
+  // bytes this process really read from the block device during generation
+  // (page-cache hits do not count): proof that streaming reads the disk
+  const diskBytes = () => Number(readFileSync('/proc/self/io', 'utf8').match(/read_bytes: (\d+)/)[1]);
+  const disk0 = diskBytes();
   const t2 = ms();
   for (let i = 0; i < cfg.tg; i++) {
     let best = 0;
@@ -76,12 +83,13 @@ async function child(cfg) {
     logits = await binding.eval(ctx, Int32Array.of(best), { logits: true });
   }
   const tgMs = ms() - t2;
+  const diskPerTok = (diskBytes() - disk0) / cfg.tg;
   const st = binding.streamStats(model) ?? [];
   const per = (k) => st.reduce((a, s) => a + s[k], 0) / cfg.tg;
   binding.freeContext(ctx);
   binding.close(model);
   return { loadMs, ppMs, tgTps: cfg.tg / (tgMs / 1000), maxRssMb: process.resourceUsage().maxRSS / 1024,
-    readMs: per('readMs'), stallMs: per('stallMs'), computeMs: per('computeMs') };
+    readMs: per('readMs'), stallMs: per('stallMs'), computeMs: per('computeMs'), diskPerTok };
 }
 
 if (args[0] === '--child') {
@@ -95,7 +103,7 @@ const pp = Number(opt('pp', 16));
 const tg = Number(opt('tg', 8));
 const source = opt('source', 'Q8_0');
 const peer = !args.includes('--no-peer');
-const reps = Number(opt('reps', 2));
+const reps = Number(opt('reps', 3));
 // STRATA_SPLIT: the strata_split binary of another build (e.g. native/build-x/tools/strata_split)
 const split = process.env.STRATA_SPLIT || join(ROOT, 'native/build/tools/strata_split');
 const here = new URL('.', import.meta.url).pathname;
@@ -155,31 +163,58 @@ function streamedBytes(s, budget) {
   return 0;
 }
 
-// The disk's speed drifts on a shared VM: it is measured before and after
-// the runs, and the bound uses the best seen (a conservative bound).
-function readSpeed(when) {
-  const best = [0, 1, 2].map(() => JSON.parse(tool('--read-speed', stores.none.dir).trim()))
-    .reduce((a, b) => (b.mbps > a.mbps ? b : a));
-  process.stderr.write(`cold read bandwidth ${when}: ${best.mbps.toFixed(0)} MiB/s (buffered ` +
-    `${best.buffered_mbps.toFixed(0)}, O_DIRECT ${best.direct_mbps.toFixed(0)}, O_DIRECT 4 in flight ` +
-    `${(best.direct_parallel_mbps ?? 0).toFixed(0)})\n`);
-  return best;
+// The disk's speed drifts on a shared VM (this one swings 0.9-3+ GB/s from
+// one minute to the next), so a bound measured once is not the bound of a
+// run minutes later. Every streamed run is therefore bracketed by two
+// read-speed measurements of the same files (strata_split --read-speed: the
+// fastest of buffered and O_DIRECT, one request or 4 in flight), and its bound
+// uses the faster of the two: % of bound = tg / (that bandwidth / bytes the
+// run read from the disk per token). The table gives the best run's tok/s and the median (range)
+// of the per-run percentages.
+function readSpeed(dir) {
+  return JSON.parse(tool('--read-speed', dir).trim());
 }
-const bwBefore = readSpeed('before');
+const bwBefore = readSpeed(stores.none.dir);
+process.stderr.write(`cold read bandwidth before the runs: ${bwBefore.mbps.toFixed(0)} MiB/s (buffered ` +
+  `${bwBefore.buffered_mbps.toFixed(0)}, buffered 4 in flight ${(bwBefore.buffered_parallel_mbps ?? 0).toFixed(0)}, O_DIRECT ${bwBefore.direct_mbps.toFixed(0)}, O_DIRECT 4 in flight ` +
+  `${(bwBefore.direct_parallel_mbps ?? 0).toFixed(0)})\n`);
 const baseline = run({ engine: 'baseline' });
+
+const median = (a) => {
+  const s = [...a].sort((x, y) => x - y);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 const rows = [];
 function measure(label, c, budget, extra = {}) {
   const s = stores[c];
-  const r = run({ engine: 'strata', path: model, load: { memoryBudget: budget, compression: c, ...extra } });
   const perTok = streamedBytes(s, budget);
-  rows.push({ label, c, budget, perTok, ...r });
-  process.stderr.write(`${label} ${c}: tg ${r.tgTps.toFixed(2)} tok/s, rss ${r.maxRssMb.toFixed(0)} MB, ` +
+  const cfg = { engine: 'strata', path: model, load: { memoryBudget: budget, compression: c, ...extra } };
+  const runs = [];
+  let bw = readSpeed(s.dir).mbps;
+  for (let i = 0; i < reps; i++) {
+    const r = runOnce(cfg);
+    const after = readSpeed(s.dir).mbps;
+    // bytes per token: what the run really read from the block device
+    // (the planned bytes where the kernel reports none)
+    const bytes = r.diskPerTok > 0 ? r.diskPerTok : perTok;
+    const bound = perTok > 0 ? (Math.max(bw, after) * 2 ** 20) / bytes : Infinity;
+    runs.push({ ...r, bw: Math.max(bw, after), bound, pct: (100 * r.tgTps) / bound });
+    bw = after;
+  }
+  const best = runs.reduce((a, b) => (b.tgTps > a.tgTps ? b : a));
+  const pcts = runs.map((r) => r.pct);
+  rows.push({ label, c, budget, perTok, ...best, maxRssMb: Math.max(...runs.map((r) => r.maxRssMb)),
+    pctMedian: median(pcts), pctMin: Math.min(...pcts), pctMax: Math.max(...pcts),
+    bwMin: Math.min(...runs.map((r) => r.bw)), bwMax: Math.max(...runs.map((r) => r.bw)) });
+  process.stderr.write(`${label} ${c}: tg ${runs.map((r) => r.tgTps.toFixed(2)).join(' / ')} tok/s, ` +
+    `bound ${runs.map((r) => r.bound.toFixed(2)).join(' / ')}, rss ${best.maxRssMb.toFixed(0)} MB, ` +
     `${(perTok / 2 ** 20).toFixed(0)} MiB/token\n`);
 }
 const S = stores.none;
 measure('1 layer', 'none', S.blk);
 measure('1 layer, no prefetch', 'none', S.blk, { prefetch: 0 });
+measure('1 layer, O_DIRECT', 'none', S.blk, { directIo: true });
 measure('25%', 'none', Math.round(S.bytes * 0.25));
 measure('50%', 'none', Math.round(S.bytes * 0.5));
 measure('100%', 'none', S.bytes + (16 << 20));
@@ -188,28 +223,28 @@ measure('1 layer', '4bit', stores['4bit'].blk);
 measure('1 layer, in place (no store)', 'none', S.blk, { inPlace: true });
 const resident = run({ engine: 'strata', path: model, load: {} });
 const peerRow = peer ? run({ engine: 'peer', model }) : null;
-const bwAfter = readSpeed('after');
-const bw = bwAfter.mbps > bwBefore.mbps ? bwAfter : bwBefore;
-for (const r of rows) r.bound = r.perTok > 0 ? (bw.mbps * 2 ** 20) / r.perTok : Infinity;
+const bwAfter = readSpeed(stores.none.dir);
 
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 const none1 = rows[0].tgTps;
 const lines = [
   `1.1B llama (TinyLlama shape, random ${source} weights, ${(S.bytes / 2 ** 30).toFixed(2)} GiB store), ` +
     `threads=${threads}, tg${tg} after a ${pp}-token prompt, cold read ${f(bwBefore.mbps, 0)} MiB/s before the runs, ` +
-    `${f(bwAfter.mbps, 0)} after (bound: the faster), ${new Date().toISOString()}`,
+    `${f(bwAfter.mbps, 0)} after; each run's bound from the read speed measured just before and after it, ` +
+    `${new Date().toISOString()}`,
   '',
-  '| mode | store | budget | read/token MiB | tg tok/s | disk bound tok/s | % of bound | streamed MiB/s | read / stall / compute ms per token | peak RSS MB | vs none |',
-  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| mode | store | budget | read/token MiB | tg tok/s (best) | read MiB/s around the runs | % of bound (median, range) | streamed MiB/s | disk MiB/token | read / stall / compute ms per token | peak RSS MB | vs none |',
+  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 for (const r of rows) {
   lines.push(`| streamed ${r.label} | ${r.c} | ${f(r.budget / 2 ** 20, 0)} MiB | ${f(r.perTok / 2 ** 20, 0)} | ` +
-    `${f(r.tgTps, 2)} | ${f(r.bound, 2)} | ${Number.isFinite(r.bound) ? f((100 * r.tgTps) / r.bound, 0) + '%' : '-'} | ` +
+    `${f(r.tgTps, 2)} | ${r.perTok > 0 ? `${f(r.bwMin, 0)}-${f(r.bwMax, 0)}` : '-'} | ` +
+    `${r.perTok > 0 ? `${f(r.pctMedian, 0)}% (${f(r.pctMin, 0)}-${f(r.pctMax, 0)}%)` : '-'} | ` +
     `${r.perTok > 0 ? f((r.perTok / 2 ** 20) * r.tgTps, 0) : '-'} | ` +
-    `${f(r.readMs, 0)} / ${f(r.stallMs, 0)} / ${f(r.computeMs, 0)} | ` +
+    `${f(r.diskPerTok / 2 ** 20, 0)} | ${f(r.readMs, 0)} / ${f(r.stallMs, 0)} / ${f(r.computeMs, 0)} | ` +
     `${f(r.maxRssMb, 0)} | ${r.label === '1 layer' ? f(r.tgTps / none1, 2) + 'x' : ''} |`);
 }
-lines.push(`| resident (mmap) | - | - | 0 | ${f(resident.tgTps, 2)} | - | - | - | | ${f(resident.maxRssMb, 0)} | |`);
-if (peerRow) lines.push(`| node-llama-cpp 3.22.1 (mmap) | - | - | 0 | ${f(peerRow.tgTps, 2)} | - | - | - | | ${f(peerRow.maxRssMb, 0)} | |`);
-lines.push(`| Node baseline (no model) | | | | | | | | | ${f(baseline.maxRssMb, 0)} | |`);
+lines.push(`| resident (mmap) | - | - | 0 | ${f(resident.tgTps, 2)} | - | - | - | ${f(resident.diskPerTok / 2 ** 20, 0)} | | ${f(resident.maxRssMb, 0)} | |`);
+if (peerRow) lines.push(`| node-llama-cpp 3.22.1 (mmap) | - | - | 0 | ${f(peerRow.tgTps, 2)} | - | - | - | | | ${f(peerRow.maxRssMb, 0)} | |`);
+lines.push(`| Node baseline (no model) | | | | | | | | | | ${f(baseline.maxRssMb, 0)} | |`);
 console.log(lines.join('\n'));

@@ -38,6 +38,10 @@ t.test('streamed logits equal resident ones at every budget', async (t) => {
     t.equal(got.info.nLayers, SPEC.layers);
     t.equal(got.info.nParams, ref.info.nParams);
   }
+  // O_DIRECT reads instead of the default buffered ones: the same bits
+  const direct = await logitsOf({ memoryBudget: 0, directIo: true });
+  t.same(Buffer.from(direct.logits.buffer), Buffer.from(ref.logits.buffer), 'directIo: identical logits');
+  await t.rejects(loadModel(model, { directIo: 'yes' }), { code: 'STRATA_ERR_ARG' });
   t.ok(fs.existsSync(path.join(store, 'manifest.json')), 'store made beside the model');
   const manifest = JSON.parse(fs.readFileSync(path.join(store, 'manifest.json'), 'utf8'));
   t.equal(manifest.complete, true);

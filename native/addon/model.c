@@ -149,7 +149,8 @@ static void load_complete(napi_env env, napi_status status, void *data)
 }
 
 /* load(path, {threads, mmap, mlock, streaming, memoryBudget, prefetch,
- * compression, storePath, deleteOriginal, inPlace, backend, vramBudget})
+ * compression, storePath, deleteOriginal, inPlace, directIo, backend,
+ * vramBudget})
  * -> Promise<{model, info}>. backend: "auto" | "cpu" | "cuda"; vramBudget:
  * bytes of weights kept on the GPU (0: all that fit).
  * streaming (or any of memoryBudget, compression, storePath) loads through
@@ -182,6 +183,7 @@ static napi_value load(napi_env env, napi_callback_info info)
         !addon_opt_int(env, argv[1], "prefetch", -1, 1024, &w->stream.prefetch) ||
         !addon_opt_bool(env, argv[1], "deleteOriginal", &w->stream.delete_original) ||
         !addon_opt_bool(env, argv[1], "inPlace", &w->stream.in_place) ||
+        !addon_opt_bool(env, argv[1], "directIo", &w->stream.direct_io) ||
         !addon_opt_string(env, argv[1], "compression", &w->compression) ||
         !addon_opt_string(env, argv[1], "storePath", &w->store_path)) {
         free(backend);

@@ -260,6 +260,12 @@ typedef struct strata_stream_params {
                                 layer's tensors must be contiguous, norms F32,
                                 output untied (else STRATA_ERR_UNSUPPORTED);
                                 compression and store_path are ignored */
+    bool direct_io;          /* read streamed parts with O_DIRECT instead of
+                                through the page cache (default false: buffered
+                                reads with kernel read-ahead, each part's pages
+                                dropped once read, so the cache never holds
+                                the model; measured faster on this project's
+                                virtual disk, see README) */
 } strata_stream_params;
 
 void strata_stream_params_default(strata_stream_params *p);

@@ -112,6 +112,7 @@ strata_err strata_model_load_streamed(const char *path, const strata_model_param
     o.memory_budget = sp->memory_budget;
     o.prefetch = sp->prefetch;
     o.verify = sp->verify;
+    o.direct_io = sp->direct_io;
     strata_model *m;
     st_streamer *s;
     strata_err rc;

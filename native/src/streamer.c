@@ -82,7 +82,7 @@ void st_stream_opts_default(st_stream_opts *o)
     o->verify = true;
     o->verify_every_load = false;
     o->drop_cache = true;
-    o->direct_io = true;
+    o->direct_io = false;
     o->io_requests = 4;
 }
 
@@ -247,7 +247,14 @@ static strata_err load_part(st_streamer *s, int idx, part_data *d, uint64_t *byt
     }
     size_t got = len;
     if (!direct && s->opts.drop_cache) {
-        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        /* a store part is its own file: drop all of it. In place, the GGUF
+         * holds every part: drop only this one's range, so the kernel's
+         * read-ahead into the next part is not thrown away */
+        if (s->store->in_place) {
+            posix_fadvise(fd, (off_t)start, (off_t)len, POSIX_FADV_DONTNEED);
+        } else {
+            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        }
     }
     close(fd);
     *bytes += got;

@@ -6,9 +6,14 @@
 #include "streamer.h"
 #include "test.h"
 
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -189,6 +194,97 @@ static void test_identical(const char *src, const char *dir, const char *what)
     free(want);
     free(got);
     strata_model_free(ref);
+}
+
+/* Pages of a file in the page cache (mincore over a mapping), or -1. */
+static long cached_pages(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0 || sb.st_size == 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        return -1;
+    }
+    const long page = sysconf(_SC_PAGESIZE);
+    const size_t n = ((size_t)sb.st_size + (size_t)page - 1) / (size_t)page;
+    unsigned char *vec = malloc(n);
+    long in = -1;
+    if (vec != NULL && mincore(map, (size_t)sb.st_size, vec) == 0) {
+        in = 0;
+        for (size_t i = 0; i < n; i++) {
+            in += vec[i] & 1;
+        }
+    }
+    free(vec);
+    munmap(map, (size_t)sb.st_size);
+    return in;
+}
+
+/* Buffered streaming (the default) must not leave the streamed parts in the
+ * page cache, or "streaming" would be reading RAM: after passes at a
+ * one-layer budget, no block/head file has cached pages; with drop_cache
+ * off they do (so the check can fail). Skipped where the page cache cannot
+ * be dropped (tmpfs) or mincore is unavailable. */
+static void test_page_cache_dropped(const char *dir)
+{
+    struct statfs fs;
+    if (statfs(dir, &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
+        printf("page cache: skipped (store on tmpfs)\n");
+        return;
+    }
+    strata_error err = {0};
+    st_store *st;
+    CHECK(st_store_open(dir, &st, &err) == STRATA_OK);
+    if (st == NULL) {
+        return;
+    }
+    for (int drop = 1; drop >= 0; drop--) {
+        for (int i = 1; i < st->n_parts; i++) {
+            int fd = open(st->parts[i].path, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+                close(fd);
+            }
+        }
+        st_stream_opts o;
+        st_stream_opts_default(&o);
+        CHECK(!o.direct_io && o.drop_cache); /* the defaults under test */
+        o.drop_cache = drop;
+        strata_model *m;
+        st_streamer *s;
+        CHECK_MSG(st_model_open_streamed(dir, NULL, &o, &m, &s, &err) == STRATA_OK, "%s", err.msg);
+        if (m == NULL) {
+            break;
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            for (int p = 0; p <= m->hp.n_layers; p++) {
+                st_part_view v;
+                CHECK(m->source.acquire(m->source.user, p, &v, &err) == STRATA_OK);
+                m->source.release(m->source.user, p);
+            }
+        }
+        st_model_close_streamed(m, s); /* joins the reader: no read in flight */
+        long cached = 0;
+        for (int i = 1; i < st->n_parts; i++) { /* blocks and head; the embeddings are mapped */
+            long c = cached_pages(st->parts[i].path);
+            CHECK_MSG(c >= 0, "mincore %s", st->parts[i].path);
+            cached += c > 0 ? c : 0;
+        }
+        if (drop) {
+            CHECK_MSG(cached == 0, "%ld pages of streamed parts left in the page cache", cached);
+        } else {
+            CHECK_MSG(cached > 0, "without drop_cache the parts should stay cached (mincore says %ld pages)", cached);
+        }
+    }
+    st_store_close(st);
+    printf("page cache: streamed parts leave no cached pages\n");
 }
 
 static void test_counters(const char *dir)
@@ -590,7 +686,10 @@ static void test_in_place(const char *src, const char *tied)
 {
     strata_error err = {0};
     strata_model *ref = NULL;
-    CHECK(strata_model_load(src, NULL, &ref, &err) == STRATA_OK);
+    strata_model_params mp;
+    strata_model_params_default(&mp);
+    mp.use_mmap = false; /* read, not mapped: the page-cache check below sees only the streamer */
+    CHECK(strata_model_load(src, &mp, &ref, &err) == STRATA_OK);
     if (ref == NULL) {
         return;
     }
@@ -611,6 +710,13 @@ static void test_in_place(const char *src, const char *tied)
         st_stream_opts_default(&o);
         o.memory_budget = budgets[b % 3];
         o.direct_io = b < 3; /* and once through the page cache */
+        if (b == 3) {
+            int fd = open(src, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+                close(fd);
+            }
+        }
         strata_model *m = NULL;
         st_streamer *s = NULL;
         CHECK_MSG(st_model_open_in_place(src, NULL, &o, &m, &s, &err) == STRATA_OK, "%s", err.msg);
@@ -622,6 +728,16 @@ static void test_in_place(const char *src, const char *tied)
         CHECK(run_logits(m, got, &err) == STRATA_OK);
         CHECK_MSG(memcmp(got, want, nl * sizeof(float)) == 0, "in place logits differ (budget %d)", b);
         st_model_close_streamed(m, s);
+        if (b == 3) {
+            /* buffered at a 0 budget: each part's range was dropped once read
+             * (what may stay: the mapped embedding rows, the header and the
+             * read-ahead past the last part) */
+            struct statfs fs;
+            const long cached = cached_pages(src);
+            CHECK_MSG((statfs(src, &fs) == 0 && fs.f_type == TMPFS_MAGIC) ||
+                          (cached >= 0 && (uint64_t)cached * 4096 < total / 2),
+                      "%ld pages of the in-place GGUF left in the page cache", cached);
+        }
     }
     /* through the public API */
     strata_stream_params sp;
@@ -657,6 +773,7 @@ int main(void)
     CHECK(test_mkmodel("--arch qwen3 --type Q4_K_M --dim 256 --layers 2 --heads 4 --kv-heads 2 --ff 512", q3));
     test_identical(q3, P("/qwen3.store"), "qwen3 Q4_K_M");
     test_counters(P("/q8.store"));
+    test_page_cache_dropped(P("/q8.store"));
     test_hold(P("/q8.store"));
     test_public_api(q8);
     test_in_place(q8, qw);

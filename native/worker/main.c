@@ -6,7 +6,7 @@
  *     [--max-prompt-tokens N] [--max-new-tokens N] [--max-queue N]
  *     [--timeout-ms N] [--threads N] [--ctx N] [--max-batch N]
  *     [--step-tokens N] [--prefix-slots N] [--max-message-bytes N]
- *     [--stream on|off] [--stream-budget BYTES] [--store DIR]
+ *     [--stream on|off] [--stream-budget BYTES] [--stream-direct-io on|off] [--store DIR]
  *     [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]   (tls+tcp:// URLs)
  *
  * The token may also come from the STRATA_WORKER_TOKEN environment variable
@@ -40,6 +40,8 @@ static void usage(FILE *f)
             "  --max-message-bytes N    larger requests are dropped (default 4194304)\n"
             "  --stream on|off          stream weights layer by layer from a split store (default off)\n"
             "  --stream-budget BYTES    weights kept resident when streaming (0: one layer at a time)\n"
+            "  --stream-direct-io on|off  read streamed layers with O_DIRECT (default off: buffered\n"
+            "                           reads, each layer's pages dropped from the cache once read)\n"
             "  --store DIR              the split store (default: beside the model)\n"
             "  --tls-cert FILE --tls-key FILE   PEM certificate and key for a tls+tcp://host:port URL\n"
             "  --tls-ca FILE            with TLS: require client certificates signed by this CA (PEM)\n");
@@ -116,6 +118,8 @@ int main(int argc, char **argv)
             o.token = v[0] != '\0' ? v : NULL;
         } else if (strcmp(a, "--stream") == 0) {
             o.stream = strcmp(v, "1") == 0 || strcmp(v, "on") == 0 || strcmp(v, "true") == 0;
+        } else if (strcmp(a, "--stream-direct-io") == 0) {
+            o.stream_direct_io = strcmp(v, "1") == 0 || strcmp(v, "on") == 0 || strcmp(v, "true") == 0;
         } else if (strcmp(a, "--stream-budget") == 0) {
             if (!parse_int(v, 0, LONG_MAX, &n)) {
                 fprintf(stderr, "strata-worker: --stream-budget must be a number of bytes\n");

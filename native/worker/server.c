@@ -45,6 +45,7 @@ strata_err worker_start(const worker_opts *o, worker **out, strata_error *err)
         strata_stream_params_default(&ssp);
         ssp.memory_budget = o->stream_budget;
         ssp.store_path = o->store_path;
+        ssp.direct_io = o->stream_direct_io;
         rc = strata_model_load_streamed(o->model_path, &mp, &ssp, &w->model, err);
     } else {
         rc = strata_model_load(o->model_path, &mp, &w->model, err);

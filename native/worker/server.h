@@ -32,6 +32,7 @@ typedef struct worker_opts {
     int contexts;               /* nng contexts; 0: max_queue + 32 */
     bool stream;                /* stream weights from a split store (strata_model_load_streamed) */
     uint64_t stream_budget;     /* bytes of weights kept resident when streaming; 0: one layer */
+    bool stream_direct_io;      /* streamed reads with O_DIRECT instead of buffered + dropped */
     const char *store_path;     /* NULL: beside the model */
     /* tls+tcp:// listeners: PEM files of the server certificate and key; with
      * tls_ca, clients must present a certificate signed by that CA */

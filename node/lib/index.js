@@ -378,6 +378,7 @@ const LOAD_OPTIONS = {
   storePath: 'string',
   deleteOriginal: 'boolean',
   inPlace: 'boolean',
+  directIo: 'boolean',
   // compute backend: 'auto' (CUDA when built with it and a GPU is there),
   // 'cpu', 'cuda'; vramBudget: bytes of weights kept on the GPU (0: all that fit)
   backend: 'string',
@@ -394,7 +395,10 @@ const LOAD_OPTIONS = {
  * beside the file, or in $STRATA_STORE_DIR), prefetch (parts read ahead;
  * default: as many as the budget allows), deleteOriginal, streaming: true
  * (stream with the defaults), inPlace: true (stream the GGUF itself, no
- * store; needs per-layer contiguous tensors and an untied output). The path
+ * store; needs per-layer contiguous tensors and an untied output),
+ * directIo: true (read streamed layers with O_DIRECT; default: buffered
+ * reads, each layer's pages dropped from the page cache once read).
+ * The path
  * may also be a store folder.
  * Compute backend: backend 'auto' (default: CUDA when the addon was built
  * with it and a GPU + driver are present, else the CPU), 'cpu' or 'cuda'
@@ -431,7 +435,7 @@ async function loadModel(modelPath, options) {
     backend: o.backend,
     vramBudget: o.vramBudget,
   };
-  for (const k of ['streaming', 'memoryBudget', 'prefetch', 'compression', 'storePath', 'deleteOriginal', 'inPlace']) {
+  for (const k of ['streaming', 'memoryBudget', 'prefetch', 'compression', 'storePath', 'deleteOriginal', 'inPlace', 'directIo']) {
     if (o[k] !== undefined && o[k] !== null) {
       loadOptions[k] = k === 'storePath' ? path.resolve(o[k]) : o[k];
     }
