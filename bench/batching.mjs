@@ -8,6 +8,22 @@
 //   node bench/batching.mjs [--model PATH] [--n 100] [--scale] [--threads 2]
 //                           [--max-batch 32] [--modes resident,streamed]
 //                           [--prefix instructions|short] [--generate N]
+//                           [--shape small|qwen2_0_5b|tinyllama] [--alone K]
+//                           [--step-tokens 512] [--disk-mbps M]
+//
+// --shape picks the model: small (default: 8 layers, 24.6 MB, the stories
+// vocabulary, which is near character level), qwen2_0_5b (Qwen2.5-0.5B's
+// shape and real Qwen2 BPE vocabulary, 0.5 GB in Q8_0) or tinyllama (1.1B,
+// 1.2 GB). --alone K times the one-at-a-time schedule on the first K
+// requests only (its requests/s is a steady rate; for slow streamed runs),
+// the batched schedule always sends all N at once.
+//
+// --disk-mbps M runs the worker in a cgroup whose reads from the store's
+// disk are throttled to M MiB/s (cgroup v1 blkio.throttle or v2 io.max;
+// needs root): the slow storage of small machines (an AWS gp3 volume's
+// default is 125 MiB/s, a SATA SSD ~500, an SD card ~90) on a VM whose
+// own disk reads 1.5-3 GB/s. --step-tokens: token rows per batched step
+// (each step of a streamed worker is one pass over the weights).
 //
 // Both schedules run on the same worker with the same prefix cache. Per
 // request the table also shows the prompt tokens the worker really computed
@@ -21,7 +37,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { ensureModel, ROOT } from '../tests/helpers/models.mjs';
+import { ensureModel, ROOT, SHAPES } from '../tests/helpers/models.mjs';
 
 const require = createRequire(import.meta.url);
 const { connectWorker } = require('../node/lib/worker.js');
@@ -40,8 +56,54 @@ const SCALE = args.includes('--scale');
 const GEN = Number(opt('generate', 0));
 const MODES = opt('modes', 'resident,streamed').split(',');
 const WORKER = process.env.STRATA_WORKER_BIN || path.join(ROOT, 'native/build/strata-worker');
-const MODEL = opt('model', null) ?? ensureModel({ arch: 'llama', type: 'Q8_0', dim: 512, layers: 8, heads: 8,
-  kvHeads: 2, ff: 1408, vocab: 'stories' });
+const SHAPE = opt('shape', 'small');
+if (SHAPE !== 'small' && !SHAPES[SHAPE]) throw new Error(`--shape: small or one of ${Object.keys(SHAPES).join(', ')}`);
+const MODEL = opt('model', null) ?? ensureModel(SHAPE === 'small'
+  ? { arch: 'llama', type: 'Q8_0', dim: 512, layers: 8, heads: 8, kvHeads: 2, ff: 1408, vocab: 'stories' }
+  : { ...SHAPES[SHAPE], type: 'Q8_0' });
+const ALONE = Math.min(N, Number(opt('alone', N)));
+const STEP_TOKENS = opt('step-tokens', '512');
+const DISK_MBPS = opt('disk-mbps', null);
+
+// A cgroup that throttles reads from the block device holding `file` to
+// mbps MiB/s. Returns the path of its procs file (write a pid to move it in).
+function throttleCgroup(file, mbps) {
+  const st = fs.statSync(file);
+  let maj = Math.floor(st.dev / 256) & 0xfff;
+  let min = (st.dev & 0xff) | ((Math.floor(st.dev / 4096) & 0xfff00));
+  // a partition: throttle its whole disk
+  const sysdev = `/sys/dev/block/${maj}:${min}`;
+  if (fs.existsSync(`${sysdev}/partition`)) {
+    [maj, min] = fs.readFileSync(`${fs.realpathSync(sysdev)}/../dev`, 'utf8').trim().split(':').map(Number);
+  }
+  const bps = Math.round(mbps * 2 ** 20);
+  const name = `strata-bench-${process.pid}`;
+  if (fs.existsSync('/sys/fs/cgroup/blkio')) {
+    const dir = `/sys/fs/cgroup/blkio/${name}`;
+    fs.mkdirSync(dir);
+    fs.writeFileSync(`${dir}/blkio.throttle.read_bps_device`, `${maj}:${min} ${bps}`);
+    return { procs: `${dir}/cgroup.procs`, dir, dev: `${maj}:${min}` };
+  }
+  const dir = `/sys/fs/cgroup/${name}`;
+  fs.mkdirSync(dir);
+  fs.writeFileSync(`${dir}/io.max`, `${maj}:${min} rbps=${bps}`);
+  return { procs: `${dir}/cgroup.procs`, dir, dev: `${maj}:${min}` };
+}
+let cgroup = null;
+if (DISK_MBPS !== null) {
+  try {
+    cgroup = throttleCgroup(MODEL, Number(DISK_MBPS));
+  } catch (err) {
+    throw new Error(`--disk-mbps: cannot set up a throttled cgroup (${err.message}); it needs root and the blkio/io controller`);
+  }
+  process.on('exit', () => {
+    try {
+      fs.rmdirSync(cgroup.dir);
+    } catch {
+      // still busy: left for the system
+    }
+  });
+}
 
 const SKILLS = ['guitar', 'Spanish', 'Python', 'cooking', 'photography', 'yoga', 'chess', 'drawing', 'French',
   'public speaking', 'piano', 'gardening', 'JavaScript', 'knitting', 'baking', 'running'];
@@ -88,11 +150,15 @@ function start(mode, extra) {
   const sock = path.join(os.tmpdir(), `strata-bench-${process.pid}-${mode}.sock`);
   const url = `ipc://${sock}`;
   return new Promise((resolve, reject) => {
-    const p = spawn(WORKER, ['--model', MODEL, '--listen', url, '--threads', THREADS, '--max-batch', MAX_BATCH,
-      '--max-queue', String(Math.max(N, 64)), '--ctx', '512', '--step-tokens', '512', '--timeout-ms', '3600000',
+    const argv = ['--model', MODEL, '--listen', url, '--threads', THREADS, '--max-batch', MAX_BATCH,
+      '--max-queue', String(Math.max(N, 64)), '--ctx', '512', '--step-tokens', STEP_TOKENS, '--timeout-ms', '3600000',
       // one at a time keeps as many finished KV caches for prefix reuse as a batch has running
-      '--prefix-slots', MAX_BATCH, ...extra],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--prefix-slots', MAX_BATCH, ...extra];
+    // throttled: the shell moves itself into the cgroup, then becomes the worker
+    const p = cgroup !== null
+      ? spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', cgroup.procs, WORKER, ...argv],
+        { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(WORKER, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     p.stderr.on('data', (d) => {
       err += d;
@@ -120,12 +186,13 @@ async function run(mode) {
   await one(0); // warm up (and split/open the store)
   const rows = [];
   for (const schedule of ['one at a time', 'batched']) {
+    const n = schedule === 'one at a time' ? ALONE : N;
     const s0 = await c.stats();
     const io0 = procRead(w.p.pid);
     const t0 = performance.now();
     const results = [];
     if (schedule === 'one at a time') {
-      for (let i = 0; i < N; i++) results.push(await one(i));
+      for (let i = 0; i < n; i++) results.push(await one(i));
     } else {
       results.push(...(await Promise.all(Array.from({ length: N }, (_, i) => one(i)))));
     }
@@ -139,16 +206,17 @@ async function run(mode) {
     rows.push({
       mode,
       schedule,
-      promptTokens: results.reduce((a, r) => a + r.promptTokens, 0) / N,
-      genTokens: results.reduce((a, r) => a + (r.genTokens ?? 0), 0) / N,
-      computedPerReq: (s1.tokens - s0.tokens) / N,
-      reusedPerReq: (s1.prefix_tokens - s0.prefix_tokens) / N,
-      rps: (N * 1000) / ms,
+      n,
+      promptTokens: results.reduce((a, r) => a + r.promptTokens, 0) / n,
+      genTokens: results.reduce((a, r) => a + (r.genTokens ?? 0), 0) / n,
+      computedPerReq: (s1.tokens - s0.tokens) / n,
+      reusedPerReq: (s1.prefix_tokens - s0.prefix_tokens) / n,
+      rps: (n * 1000) / ms,
       ms,
       steps,
       seqsPerStep: (s1.seq_steps - s0.seq_steps) / Math.max(steps, 1),
-      bytesPerReq: bytes / N,
-      diskPerReq: io0 !== null && io1 !== null ? (io1.readBytes - io0.readBytes) / N : NaN,
+      bytesPerReq: bytes / n,
+      diskPerReq: io0 !== null && io1 !== null ? (io1.readBytes - io0.readBytes) / n : NaN,
       yes: results.filter((r) => r.best === OPTIONS[0]).length,
     });
     const last = rows[rows.length - 1];
@@ -171,16 +239,17 @@ for (const m of MODES) all.push(...(await run(m)));
 const what = GEN > 0 ? `generations of up to ${GEN} tokens (mean ${all.find((r) => !r.error)?.genTokens.toFixed(1)})`
   : `compatibility scorings (${SCALE ? '0-10 scale, 11 options' : '" yes"/" no"'})`;
 console.log(`\n${N} SkillSwap ${what}, ` +
-  `model ${info.model} (${fmtBytes(info.bytes)}), ${THREADS} threads, max batch ${MAX_BATCH}, ${os.cpus()[0].model}\n`);
-console.log('| weights | schedule | requests/s | total s | steps | seqs/step | prompt tokens / req | computed / req | ' +
+  `model ${info.model} (${fmtBytes(info.bytes)}), ${THREADS} threads, max batch ${MAX_BATCH}, step tokens ${STEP_TOKENS}` +
+  `${cgroup !== null ? `, store reads throttled to ${DISK_MBPS} MiB/s (cgroup, device ${cgroup.dev})` : ''}, ${os.cpus()[0].model}\n`);
+console.log('| weights | schedule | requests | requests/s | total s | steps | seqs/step | prompt tokens / req | computed / req | ' +
   'weight bytes read / request | disk bytes / request |');
-console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of all) {
   if (r.error) {
-    console.log(`| ${r.mode} | - | n/a: ${r.error} | | | | | | | |`);
+    console.log(`| ${r.mode} | - | | n/a: ${r.error} | | | | | | | |`);
     continue;
   }
-  console.log(`| ${r.mode} | ${r.schedule} | ${r.rps.toFixed(2)} | ${(r.ms / 1000).toFixed(2)} | ${r.steps} | ` +
+  console.log(`| ${r.mode} | ${r.schedule} | ${r.n} | ${r.rps.toFixed(2)} | ${(r.ms / 1000).toFixed(2)} | ${r.steps} | ` +
     `${r.seqsPerStep.toFixed(1)} | ${r.promptTokens.toFixed(1)} | ${r.computedPerReq.toFixed(1)} | ` +
     `${fmtBytes(r.bytesPerReq)} | ${fmtBytes(r.diskPerReq)} |`);
 }

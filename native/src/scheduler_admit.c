@@ -68,7 +68,11 @@ static strata_err admit(st_sched *s, st_req *r, strata_error *err)
  * prompt, a question template) compute it once: a sequence waits while a
  * sequence admitted before it has still to compute part of their common
  * prefix, then copies it (seq_catch_up). Only earlier sequences are waited
- * for, so there are no cycles, and those get the step budget first. */
+ * for, so there are no cycles, and those get the step budget first.
+ * Waiting costs the sequence a step (with streamed weights, a pass over
+ * them), so it waits only when that saves at least half of the prompt it
+ * has left to compute: a shared system prompt, yes; a few tokens that two
+ * prompts happen to share after it ("User #10..."), no. */
 bool st_sched_seq_blocked(const st_sched *s, int a_idx, const st_seq *q)
 {
     for (int a = 0; a < a_idx; a++) {
@@ -83,7 +87,8 @@ bool st_sched_seq_blocked(const st_sched *s, int a_idx, const st_seq *q)
             while (c < lim && src->toks[c] == q->toks[c]) {
                 c++;
             }
-            if (c >= s->p.prefix_min && c > q->fed && src->fed < c) {
+            const int gain = c - q->fed, left = q->n_toks - q->fed;
+            if (c >= s->p.prefix_min && gain >= s->p.prefix_min && 2 * gain >= left && src->fed < c) {
                 return true;
             }
         }

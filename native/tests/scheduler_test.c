@@ -344,6 +344,53 @@ static void test_wave_prefix(strata_model *m)
     st_sched_free(s);
 }
 
+/* A few shared leading tokens are not worth a step: two prompts that share
+ * a short start and then differ for longer run in the same first step (no
+ * waiting); the results still match one-at-a-time. */
+static void test_short_shared_prefix(strata_model *m)
+{
+    const char *texts[2] = {"Once upon a time, the big cat ran far away into the green forest to play",
+                            "Once upon a sunny day Tom found a shiny red ball under the old tree"};
+    prompt ps[2];
+    st_sched *s = new_sched(m, 8, 256);
+    strata_token opt = 5;
+    const strata_token *opts[1] = {&opt};
+    int opt_len[1] = {1};
+    st_req *reqs[2];
+    for (int i = 0; i < 2; i++) {
+        tokenize(m, texts[i], &ps[i]);
+    }
+    int c = 0;
+    while (c < ps[0].n && c < ps[1].n && ps[0].toks[c] == ps[1].toks[c]) {
+        c++;
+    }
+    CHECK_MSG(c >= 4 && 2 * c < ps[1].n, "shared %d of %d tokens: not the case under test", c, ps[1].n);
+    for (int i = 0; i < 2; i++) {
+        st_req_desc d = {.kind = ST_REQ_SCORE, .prompt = ps[i].toks, .n_prompt = ps[i].n, .options = opts,
+                         .option_len = opt_len, .n_options = 1, .keep_logits = true};
+        CHECK(st_sched_submit(s, &d, &reqs[i], NULL) == STRATA_OK);
+    }
+    int pending = 0;
+    CHECK(st_sched_step(s, &pending, NULL) == STRATA_OK);
+    st_sched_stats st;
+    st_sched_get_stats(s, &st);
+    CHECK_MSG(st.max_seqs_in_step == 2, "the first step ran %d sequences: one waited for %d shared tokens",
+              st.max_seqs_in_step, c);
+    run_all(s);
+    float *ref = malloc((size_t)m->hp.n_vocab * sizeof(float));
+    for (int i = 0; i < 2; i++) {
+        strata_ctx *ctx = new_ctx(m);
+        CHECK(strata_eval(ctx, ps[i].toks, (size_t)ps[i].n, ref, NULL) == STRATA_OK);
+        const st_req_result *r = st_req_get_result(reqs[i]);
+        CHECK(r->rc == STRATA_OK && r->logits != NULL &&
+              memcmp(r->logits, ref, (size_t)m->hp.n_vocab * sizeof(float)) == 0);
+        strata_ctx_free(ctx);
+        st_req_free(reqs[i]);
+    }
+    free(ref);
+    st_sched_free(s);
+}
+
 static void test_cancel_limits(strata_model *m, prompt *ps)
 {
     st_sched *s = new_sched(m, 1, 16);
@@ -455,6 +502,7 @@ int main(void)
     test_score(m, ps);
     test_embed(m, ps);
     test_wave_prefix(m);
+    test_short_shared_prefix(m);
     test_cancel_limits(m, ps);
     strata_model_free(m);
     TEST_MAIN_END();
