@@ -13,7 +13,9 @@
 // run: bound tok/s = the faster of the two / bytes read per token (the disk
 // of a shared VM drifts by 3x within minutes, so one reading for all rows
 // would measure the drift, not the streamer). Each configuration runs --reps
-// times (default 3): best tok/s, median and range of % of bound.
+// times (default 3): best tok/s, median and range of % of bound. A second,
+// drift-free measure pairs each token with a read-only pass of the same
+// bytes a moment before it (native/build/tools/stream_bench, see pairedRun).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -106,6 +108,7 @@ const peer = !args.includes('--no-peer');
 const reps = Number(opt('reps', 3));
 // STRATA_SPLIT: the strata_split binary of another build (e.g. native/build-x/tools/strata_split)
 const split = process.env.STRATA_SPLIT || join(ROOT, 'native/build/tools/strata_split');
+const streamBench = join(ROOT, 'native/build/tools/stream_bench');
 const here = new URL('.', import.meta.url).pathname;
 
 function run(cfg) {
@@ -185,6 +188,21 @@ const median = (a) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+// The same configuration through native/build/tools/stream_bench: each real
+// token right after a read-only pass over the same parts by the same reader
+// (no compute), so both see the disk of the same second: % = read-only ms /
+// token ms (median and range of --pairs pairs).
+function pairedRun(budget, c, extra) {
+  const a = [model, '--budget', String(budget), '--threads', String(threads), '--pp', String(pp), '--pairs', '6',
+    '--compression', c];
+  if (extra.directIo) a.push('--direct-io');
+  if (extra.inPlace) a.push('--in-place');
+  if (extra.prefetch !== undefined) a.push('--prefetch', String(extra.prefetch));
+  const r = spawnSync(streamBench, a, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`stream_bench ${a.join(' ')} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop());
+}
+
 const rows = [];
 function measure(label, c, budget, extra = {}) {
   const s = stores[c];
@@ -203,10 +221,11 @@ function measure(label, c, budget, extra = {}) {
     bw = after;
   }
   const best = runs.reduce((a, b) => (b.tgTps > a.tgTps ? b : a));
+  const paired = perTok > 0 ? pairedRun(budget, c, extra) : null;
   const pcts = runs.map((r) => r.pct);
   rows.push({ label, c, budget, perTok, ...best, maxRssMb: Math.max(...runs.map((r) => r.maxRssMb)),
     pctMedian: median(pcts), pctMin: Math.min(...pcts), pctMax: Math.max(...pcts),
-    bwMin: Math.min(...runs.map((r) => r.bw)), bwMax: Math.max(...runs.map((r) => r.bw)) });
+    bwMin: Math.min(...runs.map((r) => r.bw)), bwMax: Math.max(...runs.map((r) => r.bw)), paired });
   process.stderr.write(`${label} ${c}: tg ${runs.map((r) => r.tgTps.toFixed(2)).join(' / ')} tok/s, ` +
     `bound ${runs.map((r) => r.bound.toFixed(2)).join(' / ')}, rss ${best.maxRssMb.toFixed(0)} MB, ` +
     `${(perTok / 2 ** 20).toFixed(0)} MiB/token\n`);
@@ -233,18 +252,19 @@ const lines = [
     `${f(bwAfter.mbps, 0)} after; each run's bound from the read speed measured just before and after it, ` +
     `${new Date().toISOString()}`,
   '',
-  '| mode | store | budget | read/token MiB | tg tok/s (best) | read MiB/s around the runs | % of bound (median, range) | streamed MiB/s | disk MiB/token | read / stall / compute ms per token | peak RSS MB | vs none |',
-  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| mode | store | budget | read/token MiB | tg tok/s (best) | read MiB/s around the runs | % of bound (median, range) | paired: % of a read-only pass (median, range) | streamed MiB/s | disk MiB/token | read / stall / compute ms per token | peak RSS MB | vs none |',
+  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 for (const r of rows) {
   lines.push(`| streamed ${r.label} | ${r.c} | ${f(r.budget / 2 ** 20, 0)} MiB | ${f(r.perTok / 2 ** 20, 0)} | ` +
     `${f(r.tgTps, 2)} | ${r.perTok > 0 ? `${f(r.bwMin, 0)}-${f(r.bwMax, 0)}` : '-'} | ` +
     `${r.perTok > 0 ? `${f(r.pctMedian, 0)}% (${f(r.pctMin, 0)}-${f(r.pctMax, 0)}%)` : '-'} | ` +
+    `${r.paired ? `${f(r.paired.pct_of_bound, 0)}% (${f(r.paired.pct_min, 0)}-${f(r.paired.pct_max, 0)}%)` : '-'} | ` +
     `${r.perTok > 0 ? f((r.perTok / 2 ** 20) * r.tgTps, 0) : '-'} | ` +
     `${f(r.diskPerTok / 2 ** 20, 0)} | ${f(r.readMs, 0)} / ${f(r.stallMs, 0)} / ${f(r.computeMs, 0)} | ` +
     `${f(r.maxRssMb, 0)} | ${r.label === '1 layer' ? f(r.tgTps / none1, 2) + 'x' : ''} |`);
 }
-lines.push(`| resident (mmap) | - | - | 0 | ${f(resident.tgTps, 2)} | - | - | - | ${f(resident.diskPerTok / 2 ** 20, 0)} | | ${f(resident.maxRssMb, 0)} | |`);
-if (peerRow) lines.push(`| node-llama-cpp 3.22.1 (mmap) | - | - | 0 | ${f(peerRow.tgTps, 2)} | - | - | - | | | ${f(peerRow.maxRssMb, 0)} | |`);
-lines.push(`| Node baseline (no model) | | | | | | | | | | ${f(baseline.maxRssMb, 0)} | |`);
+lines.push(`| resident (mmap) | - | - | 0 | ${f(resident.tgTps, 2)} | - | - | - | - | ${f(resident.diskPerTok / 2 ** 20, 0)} | | ${f(resident.maxRssMb, 0)} | |`);
+if (peerRow) lines.push(`| node-llama-cpp 3.22.1 (mmap) | - | - | 0 | ${f(peerRow.tgTps, 2)} | - | - | - | - | | | ${f(peerRow.maxRssMb, 0)} | |`);
+lines.push(`| Node baseline (no model) | | | | | | | | | | | ${f(baseline.maxRssMb, 0)} | |`);
 console.log(lines.join('\n'));

@@ -2,7 +2,7 @@
 // compression, storePath, prefetch}) splits the GGUF once into a store beside
 // it and streams; logits equal the resident model's bit for bit.
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -183,4 +183,33 @@ t.test('two processes splitting the same model at once', async (t) => {
     }
     t.comment(`${compression}: loads took ${a.loadMs.toFixed(0)} and ${b.loadMs.toFixed(0)} ms`);
   }
+});
+
+// The benchmark tools run on a real store and report sane figures (smoke
+// test: bench/streaming.mjs depends on them; the speeds are not checked).
+t.test('stream_bench and strata_split --read-speed', async (t) => {
+  const store = `${model}.strata-store`;
+  (await loadModel(model, { streaming: true })).close();
+  const tool = (name, ...a) => JSON.parse(execFileSync(path.join(ROOT, 'native/build/tools', name), a,
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').pop());
+  const manifest = JSON.parse(fs.readFileSync(path.join(store, 'manifest.json'), 'utf8'));
+  const bytes = manifest.parts.filter((p) => p.name !== 'meta').reduce((a, p) => a + p.bytes, 0);
+  const rs = tool('strata_split', '--read-speed', store);
+  t.equal(rs.bytes, bytes, 'read-speed reads every part once');
+  for (const k of ['buffered_mbps', 'buffered_parallel_mbps', 'direct_mbps', 'direct_parallel_mbps']) {
+    t.ok(rs[k] > 0, `${k} ${rs[k]}`);
+  }
+  for (const extra of [[], ['--direct-io']]) {
+    const r = tool('stream_bench', store, '--budget', '0', '--pairs', '3', '--threads', '1', '--pp', '4', ...extra);
+    t.equal(r.pairs, 3);
+    t.ok(r.tg_tps > 0 && r.token_ms > 0 && r.read_only_ms > 0 && r.pct_of_bound > 0, JSON.stringify(r));
+    t.ok(r.pct_min <= r.pct_of_bound && r.pct_of_bound <= r.pct_max);
+    // blocks + head per pass (the embedding is mapped, not streamed); the
+    // reader may have read a part or two ahead of the last pass
+    const embed = manifest.parts.find((p) => p.name === 'embed').bytes;
+    const perPass = r.mib_per_pass * 2 ** 20;
+    t.ok(perPass >= 0.95 * (bytes - embed) && perPass <= 1.2 * (bytes - embed), `${r.mib_per_pass} MiB per pass`);
+    t.equal(r.direct_io, extra.length > 0);
+  }
+  t.throws(() => tool('stream_bench', store, '--pairs', '0'), 'bad arguments: usage, exit 2');
 });

@@ -35,7 +35,7 @@ static void usage(FILE *f)
             "  --threads N              compute threads (default: all cores)\n"
             "  --ctx N                  KV cache tokens per sequence (default 2048)\n"
             "  --max-batch N            requests batched together (default 16)\n"
-            "  --step-tokens N          token rows per batched step (default 256)\n"
+            "  --step-tokens N          token rows per batched step (default 256; 2048 with --stream on)\n"
             "  --prefix-slots N         finished KV caches kept for prefix reuse (default min(max-batch, 8); -1: none)\n"
             "  --max-message-bytes N    larger requests are dropped (default 4194304)\n"
             "  --stream on|off          stream weights layer by layer from a split store (default off)\n"

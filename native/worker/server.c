@@ -17,7 +17,7 @@ void worker_opts_default(worker_opts *o)
     o->timeout_ms = 120000;
     o->n_ctx = 2048;
     o->max_batch = 16;
-    o->step_tokens = 256;
+    o->step_tokens = 0; /* 256 resident, 2048 streamed */
     o->max_message_bytes = 4u << 20;
 }
 
@@ -58,7 +58,9 @@ strata_err worker_start(const worker_opts *o, worker **out, strata_error *err)
     st_sched_params sp;
     st_sched_params_default(&sp);
     sp.max_batch = o->max_batch;
-    sp.step_tokens = o->step_tokens;
+    /* a streamed step is a pass over the weights from disk: let more
+     * prompts share it */
+    sp.step_tokens = o->step_tokens > 0 ? o->step_tokens : o->stream ? 2048 : 256;
     sp.prefix_slots = o->prefix_slots;
     sp.n_ctx = o->n_ctx;
     sp.n_threads = o->threads;

@@ -26,7 +26,7 @@ typedef struct worker_opts {
     int threads;                /* 0: all cores */
     int n_ctx;                  /* KV length per sequence */
     int max_batch;              /* requests run together */
-    int step_tokens;            /* token rows per batched step */
+    int step_tokens;            /* token rows per batched step; 0: 256, or 2048 when streaming */
     int prefix_slots;           /* finished contexts kept for prefix reuse; 0: min(max_batch, 8); -1: none */
     size_t max_message_bytes;   /* larger messages are dropped by nng */
     int contexts;               /* nng contexts; 0: max_queue + 32 */
