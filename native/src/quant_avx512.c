@@ -394,26 +394,38 @@ static inline uint16_t ld16(const void *p)
  * Zen 4 dev VM, Q4_K 5632x2048 from DRAM, one thread: 5.4 GB/s without the
  * stream, 10 / 13 / ~19-20 GB/s at 8 / 16 / 32-64 KiB ahead; prefetching
  * into L1 (T0) or in bursts does worse. The Q8_0/Q4_0 kernels read every
- * cache line in address order in pass 1 and do better without it. */
+ * cache line in address order; on Zen 4 they did better without the stream,
+ * on the Zen 5 VM (2026-12) a short one (Q8_PF_DIST) lifts them from ~27 to
+ * 43-50 GB/s at 2 threads (5632x2048; pure reads: ~55 GB/s), while longer
+ * distances lose it again: 4 / 8 / 16 / 32 KiB ahead gave 45-50 / 43-45 /
+ * 34-38 / 28 GB/s. K-quants keep 48 KiB (16 and 8 KiB: -15 to -30%). */
 #ifndef PF_DIST
 #define PF_DIST 49152
+#endif
+#ifndef Q8_PF
+#define Q8_PF 1 /* 0: no prefetch stream in the Q8_0/Q4_0 GEMV */
+#endif
+#ifndef Q8_PF_DIST
+#define Q8_PF_DIST 4096
 #endif
 
 typedef struct {
     const uint8_t *line; /* next line to prefetch */
     const uint8_t *end;  /* end of the weights this call reads */
+    int64_t dist;        /* bytes ahead of the consumer */
 } pf_stream;
 
-static inline void pf_init(pf_stream *ps, const uint8_t *W, int64_t bytes, bool enabled)
+static inline void pf_init(pf_stream *ps, const uint8_t *W, int64_t bytes, bool enabled, int64_t dist)
 {
-    ps->line = (const uint8_t *)((uintptr_t)(W + PF_DIST) & ~(uintptr_t)63);
+    ps->dist = dist;
+    ps->line = (const uint8_t *)((uintptr_t)(W + dist) & ~(uintptr_t)63);
     ps->end = enabled ? W + bytes : W; /* disabled: nothing left to fetch */
 }
 
-/* The consumer has reached pos: keep the stream PF_DIST ahead of it. */
+/* The consumer has reached pos: keep the stream dist ahead of it. */
 static inline ST_AVX512 void pf_to(pf_stream *ps, const uint8_t *pos)
 {
-    const uint8_t *target = pos + PF_DIST < ps->end ? pos + PF_DIST : ps->end;
+    const uint8_t *target = pos + ps->dist < ps->end ? pos + ps->dist : ps->end;
     while (ps->line < target) {
         _mm_prefetch((const char *)ps->line, _MM_HINT_T1);
         ps->line += 64;
@@ -538,6 +550,8 @@ static ST_AVX512 void gemv_q8_family(bool q4, const uint8_t *W, size_t wrow, int
     _Alignas(64) float dx[GEMV_NB];
     _Alignas(64) int32_t corr[GEMV_NB];
     _Alignas(64) uint8_t xlo[GEMV_NB * 16], xhi[GEMV_NB * 16];
+    pf_stream ps;
+    pf_init(&ps, W, n_rows * (int64_t)wrow, Q8_PF && nb_all <= GEMV_NB, Q8_PF_DIST);
     for (int64_t b0 = 0; b0 < nb_all; b0 += GEMV_NB) {
         const int64_t nb = ST_MIN(GEMV_NB, nb_all - b0);
         const block_q8_0 *xb = x + b0;
@@ -555,6 +569,7 @@ static ST_AVX512 void gemv_q8_family(bool q4, const uint8_t *W, size_t wrow, int
             for (int k = 0; k < GEMV_Q8_ROWS; k++) { /* a short group repeats its last row */
                 rows[k] = W + (size_t)(r + ST_MIN(k, nr - 1)) * wrow + b0 * bsz;
             }
+            pf_to(&ps, rows[GEMV_Q8_ROWS - 1] + nb * bsz);
             /* chunks continue the chains where the previous chunk left them */
             __m128 f = b0 == 0 ? _mm_setzero_ps() : _mm_maskz_loadu_ps(m, y + r);
             if (q4) {
@@ -775,7 +790,7 @@ static ST_AVX512 void gemv_kquant(st_type t, const uint8_t *W, size_t wrow, int6
         y[r] = 0.0f;
     }
     pf_stream ps;
-    pf_init(&ps, W, n_rows * (int64_t)wrow, nsb_all <= step); /* address order only without chunks */
+    pf_init(&ps, W, n_rows * (int64_t)wrow, nsb_all <= step, PF_DIST); /* address order only without chunks */
     for (int64_t i0 = 0; i0 < nsb_all; i0 += step) {
         const int64_t nsb = ST_MIN(step, nsb_all - i0);
         const block_q8_K *xb = x + i0;
