@@ -302,6 +302,18 @@ static void test_embed(strata_model *m, prompt *ps)
     st_sched_free(s);
 }
 
+/* Submits a score request (one option, token 5) that keeps its prompt's
+ * last logits. */
+static void submit_score(st_sched *s, const prompt *p, st_req **out)
+{
+    const strata_token opt = 5;
+    const strata_token *opts[1] = {&opt};
+    int opt_len[1] = {1};
+    st_req_desc d = {.kind = ST_REQ_SCORE, .prompt = p->toks, .n_prompt = p->n, .options = opts,
+                     .option_len = opt_len, .n_options = 1, .keep_logits = true};
+    CHECK(st_sched_submit(s, &d, out, NULL) == STRATA_OK);
+}
+
 /* Requests that arrive together compute their shared prefix once. */
 static void test_wave_prefix(strata_model *m)
 {
@@ -311,15 +323,10 @@ static void test_wave_prefix(strata_model *m)
                             "Once upon a time, there was a little girl named Lily. She was sad"};
     prompt ps[3];
     st_sched *s = new_sched(m, 8, 64);
-    strata_token opt = 5;
-    const strata_token *opts[1] = {&opt};
-    int opt_len[1] = {1};
     st_req *reqs[3];
     for (int i = 0; i < 3; i++) {
         tokenize(m, texts[i], &ps[i]);
-        st_req_desc d = {.kind = ST_REQ_SCORE, .prompt = ps[i].toks, .n_prompt = ps[i].n, .options = opts,
-                         .option_len = opt_len, .n_options = 1, .keep_logits = true};
-        CHECK(st_sched_submit(s, &d, &reqs[i], NULL) == STRATA_OK);
+        submit_score(s, &ps[i], &reqs[i]);
     }
     run_all(s);
     st_sched_stats st;
@@ -353,9 +360,6 @@ static void test_short_shared_prefix(strata_model *m)
                             "Once upon a sunny day Tom found a shiny red ball under the old tree"};
     prompt ps[2];
     st_sched *s = new_sched(m, 8, 256);
-    strata_token opt = 5;
-    const strata_token *opts[1] = {&opt};
-    int opt_len[1] = {1};
     st_req *reqs[2];
     for (int i = 0; i < 2; i++) {
         tokenize(m, texts[i], &ps[i]);
@@ -366,9 +370,7 @@ static void test_short_shared_prefix(strata_model *m)
     }
     CHECK_MSG(c >= 4 && 2 * c < ps[1].n, "shared %d of %d tokens: not the case under test", c, ps[1].n);
     for (int i = 0; i < 2; i++) {
-        st_req_desc d = {.kind = ST_REQ_SCORE, .prompt = ps[i].toks, .n_prompt = ps[i].n, .options = opts,
-                         .option_len = opt_len, .n_options = 1, .keep_logits = true};
-        CHECK(st_sched_submit(s, &d, &reqs[i], NULL) == STRATA_OK);
+        submit_score(s, &ps[i], &reqs[i]);
     }
     int pending = 0;
     CHECK(st_sched_step(s, &pending, NULL) == STRATA_OK);
