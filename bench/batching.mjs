@@ -9,7 +9,7 @@
 //                           [--max-batch 32] [--modes resident,streamed]
 //                           [--prefix instructions|short] [--generate N]
 //                           [--shape small|qwen2_0_5b|tinyllama] [--alone K]
-//                           [--step-tokens 512] [--disk-mbps M]
+//                           [--step-tokens 2048] [--disk-mbps M]
 //
 // --shape picks the model: small (default: 8 layers, 24.6 MB, the stories
 // vocabulary, which is near character level), qwen2_0_5b (Qwen2.5-0.5B's
@@ -23,7 +23,8 @@
 // needs root): the slow storage of small machines (an AWS gp3 volume's
 // default is 125 MiB/s, a SATA SSD ~500, an SD card ~90) on a VM whose
 // own disk reads 1.5-3 GB/s. --step-tokens: token rows per batched step
-// (each step of a streamed worker is one pass over the weights).
+// (each step of a streamed worker is one pass over the weights), the same
+// for both weights modes.
 //
 // Both schedules run on the same worker with the same prefix cache. Per
 // request the table also shows the prompt tokens the worker really computed
@@ -62,11 +63,11 @@ const MODEL = opt('model', null) ?? ensureModel(SHAPE === 'small'
   ? { arch: 'llama', type: 'Q8_0', dim: 512, layers: 8, heads: 8, kvHeads: 2, ff: 1408, vocab: 'stories' }
   : { ...SHAPES[SHAPE], type: 'Q8_0' });
 const ALONE = Math.min(N, Number(opt('alone', N)));
-const STEP_TOKENS = opt('step-tokens', '512');
+const STEP_TOKENS = opt('step-tokens', '2048');
 const DISK_MBPS = opt('disk-mbps', null);
 
 // A cgroup that throttles reads from the block device holding `file` to
-// mbps MiB/s. Returns the path of its procs file (write a pid to move it in).
+// mbps MiB/s: { procs (write a pid there to move it in), dir, dev }.
 function throttleCgroup(file, mbps) {
   const st = fs.statSync(file);
   let maj = Math.floor(st.dev / 256) & 0xfff;
