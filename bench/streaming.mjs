@@ -7,7 +7,8 @@
 // maxRSS, Node's own ~45 MB included: the 'baseline' row). Streamed parts are
 // read buffered and dropped from the page cache once read (or, in the
 // O_DIRECT row, bypass it), so every pass reads the disk: the 'disk MiB/token'
-// column is the block-device reads of the run (/proc/self/io read_bytes). The disk-read bound is measured with strata_split --read-speed (cache
+// column is the block-device reads of the run (/proc/self/io read_bytes).
+// The disk-read bound is measured with strata_split --read-speed (cache
 // dropped, every part read buffered and with O_DIRECT, each one request at a
 // time and 4 in flight; the fastest of those) just before and just after each
 // run: bound tok/s = the faster of the two / bytes read per token (the disk
@@ -170,10 +171,10 @@ function streamedBytes(s, budget) {
 // one minute to the next), so a bound measured once is not the bound of a
 // run minutes later. Every streamed run is therefore bracketed by two
 // read-speed measurements of the same files (strata_split --read-speed: the
-// fastest of buffered and O_DIRECT, one request or 4 in flight), and its bound
-// uses the faster of the two: % of bound = tg / (that bandwidth / bytes the
-// run read from the disk per token). The table gives the best run's tok/s and the median (range)
-// of the per-run percentages.
+// fastest of buffered and O_DIRECT, one request or 4 in flight), and its
+// bound uses the faster of the two: % of bound = tg / (that bandwidth /
+// bytes the run read from the disk per token). The table gives the best
+// run's tok/s and the median (range) of the per-run percentages.
 function readSpeed(dir) {
   return JSON.parse(tool('--read-speed', dir).trim());
 }
