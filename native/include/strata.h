@@ -264,8 +264,7 @@ typedef struct strata_stream_params {
                                 through the page cache (default false: buffered
                                 reads with kernel read-ahead, each part's pages
                                 dropped once read, so the cache never holds
-                                the model; measured faster on this project's
-                                virtual disk, see README) */
+                                the model; works on every file system) */
 } strata_stream_params;
 
 void strata_stream_params_default(strata_stream_params *p);

@@ -30,8 +30,8 @@ typedef struct {
     bool drop_cache;          /* buffered reads: fadvise DONTNEED after each (default true) */
     bool direct_io;           /* read streamed parts with O_DIRECT when the file system allows
                                  (default false: buffered reads with read-ahead, pages dropped
-                                 after each part; O_DIRECT saves the kernel copy but read 15-25%
-                                 slower on this project's virtual disk) */
+                                 after each part; O_DIRECT saves the kernel copy, and measured
+                                 within noise of buffered on this project's VM, see README) */
     int io_requests;          /* preads in flight while reading one part (default 4, in 8 MiB
                                  chunks; <= 1: one at a time): see stream_io.h */
 } st_stream_opts;
