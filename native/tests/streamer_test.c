@@ -196,6 +196,19 @@ static void test_identical(const char *src, const char *dir, const char *what)
     strata_model_free(ref);
 }
 
+/* Acquires and releases every part a step uses, `passes` times over. */
+static void stream_passes(strata_model *m, int passes)
+{
+    strata_error err = {0};
+    for (int pass = 0; pass < passes; pass++) {
+        for (int p = 0; p <= m->hp.n_layers; p++) {
+            st_part_view v;
+            CHECK_MSG(m->source.acquire(m->source.user, p, &v, &err) == STRATA_OK, "%s", err.msg);
+            m->source.release(m->source.user, p);
+        }
+    }
+}
+
 /* Pages of a file in the page cache (mincore over a mapping), or -1. */
 static long cached_pages(const char *path)
 {
@@ -263,13 +276,7 @@ static void test_page_cache_dropped(const char *dir)
         if (m == NULL) {
             break;
         }
-        for (int pass = 0; pass < 2; pass++) {
-            for (int p = 0; p <= m->hp.n_layers; p++) {
-                st_part_view v;
-                CHECK(m->source.acquire(m->source.user, p, &v, &err) == STRATA_OK);
-                m->source.release(m->source.user, p);
-            }
-        }
+        stream_passes(m, 2);
         st_model_close_streamed(m, s); /* joins the reader: no read in flight */
         long cached = 0;
         for (int i = 1; i < st->n_parts; i++) { /* blocks and head; the embeddings are mapped */
@@ -298,13 +305,7 @@ static void test_counters(const char *dir)
     st_store *st;
     CHECK(st_store_open(dir, &st, &err) == STRATA_OK);
     st_streamer_reset_stats(s);
-    for (int pass = 0; pass < 3; pass++) {
-        for (int p = 0; p <= m->hp.n_layers; p++) {
-            st_part_view v;
-            CHECK(m->source.acquire(m->source.user, p, &v, &err) == STRATA_OK);
-            m->source.release(m->source.user, p);
-        }
-    }
+    stream_passes(m, 3);
     for (int i = 1; i < st->n_parts; i++) {
         st_part_stats ps;
         st_streamer_stats(s, i, &ps);
@@ -330,11 +331,7 @@ static void test_hold(const char *dir)
     CHECK(m->source.hold != NULL);
     const int L = m->hp.n_layers;
     const int held = 1, idx = held + 1; /* store index: embeddings first */
-    for (int p = 0; p <= L; p++) {
-        st_part_view v;
-        CHECK(m->source.acquire(m->source.user, p, &v, &err) == STRATA_OK);
-        m->source.release(m->source.user, p);
-    }
+    stream_passes(m, 1);
     m->source.hold(m->source.user, held);
     st_part_stats before, after, other;
     st_streamer_stats(s, idx, &before);
