@@ -88,7 +88,7 @@ bool st_sched_seq_blocked(const st_sched *s, int a_idx, const st_seq *q)
                 c++;
             }
             const int gain = c - q->fed, left = q->n_toks - q->fed;
-            if (c >= s->p.prefix_min && gain >= s->p.prefix_min && 2 * gain >= left && src->fed < c) {
+            if (gain >= s->p.prefix_min && 2 * gain >= left && src->fed < c) { /* gain <= c */
                 return true;
             }
         }
