@@ -209,6 +209,16 @@ static void stream_passes(strata_model *m, int passes)
     }
 }
 
+/* Drops a file's clean pages from the page cache (the state a cold read starts from). */
+static void drop_cached(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+    }
+}
+
 /* Pages of a file in the page cache (mincore over a mapping), or -1. */
 static long cached_pages(const char *path)
 {
@@ -260,11 +270,7 @@ static void test_page_cache_dropped(const char *dir)
     }
     for (int drop = 1; drop >= 0; drop--) {
         for (int i = 1; i < st->n_parts; i++) {
-            int fd = open(st->parts[i].path, O_RDONLY | O_CLOEXEC);
-            if (fd >= 0) {
-                posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-                close(fd);
-            }
+            drop_cached(st->parts[i].path);
         }
         st_stream_opts o;
         st_stream_opts_default(&o);
@@ -708,11 +714,7 @@ static void test_in_place(const char *src, const char *tied)
         o.memory_budget = budgets[b % 3];
         o.direct_io = b < 3; /* and once through the page cache */
         if (b == 3) {
-            int fd = open(src, O_RDONLY | O_CLOEXEC);
-            if (fd >= 0) {
-                posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-                close(fd);
-            }
+            drop_cached(src);
         }
         strata_model *m = NULL;
         st_streamer *s = NULL;
